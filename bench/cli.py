@@ -1,0 +1,330 @@
+"""The ``python -m bench`` command line.
+
+Output here is for people (and ``--json`` for programs); library code logs.
+Errors a user can fix (:class:`datasets.errors.InputError`) print one line
+naming the input and exit with code 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from datasets.errors import InputError
+
+log = logging.getLogger("bench")
+
+EXIT_INPUT = 2
+
+
+def _parse_shape(text: str) -> tuple[int, int]:
+    try:
+        rows, cols = (int(v) for v in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ROWSxCOLS, e.g. 512x512, got {text!r}") from None
+    if rows <= 0 or cols <= 0:
+        raise argparse.ArgumentTypeError(f"frame size must be positive, got {text!r}")
+    return rows, cols
+
+
+def _parse_axes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated axes, e.g. 2,0,1, got {text!r}") from None
+
+
+# ---------------------------------------------------------------------------- score
+def cmd_score(args: argparse.Namespace) -> int:
+    from bench.metrics import match, neurofinder_combined
+    from datasets.maskio import load_masks
+
+    gt = load_masks(args.gt, var=args.gt_var, axes=args.gt_axes, frame=args.shape)
+    pred = load_masks(args.pred, var=args.var, axes=args.axes, reference=gt.masks)
+    score = match(gt.masks, pred.masks, iou=args.iou, rule=args.rule, centroid_gate=args.centroid_gate)
+    combined = neurofinder_combined(gt.masks, pred.masks, threshold_px=args.nf_distance)
+    out = {
+        "gt": str(gt.path),
+        "pred": str(pred.path),
+        **score.summary(),
+        "neurofinder_combined": combined.combined,
+        "neurofinder_distance_px": combined.threshold_px,
+        "frame": list(gt.masks.shape),
+        "gt_format": gt.format,
+        "gt_var": gt.variable,
+        "gt_axes": list(gt.axes) if gt.axes else None,
+        "pred_format": pred.format,
+        "pred_var": pred.variable,
+        "pred_axes": list(pred.axes) if pred.axes else None,
+        "orientation": pred.note,
+    }
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"ground truth  {gt.path}  ({gt.masks.n} masks, {gt.masks.shape[0]}x{gt.masks.shape[1]}, {gt.format})")
+    print(f"detections    {pred.path}  ({pred.masks.n} masks, {pred.format}, axes {pred.axes})")
+    if pred.note:
+        print(f"orientation   {pred.note}")
+    print(
+        f"matching      IoU >= {args.iou}, rule {args.rule}"
+        + (f", centroid gate {args.centroid_gate} px" if args.centroid_gate else "")
+    )
+    print(f"TP {score.tp}  FP {score.fp}  FN {score.fn}")
+    print(f"recall {score.recall:.4f}  precision {score.precision:.4f}  F1 {score.f1:.4f}")
+    print(f"Neurofinder combined ({combined.threshold_px:g} px): {combined.combined:.4f}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- methods
+def cmd_methods(args: argparse.Namespace) -> int:
+    from methods.base import methods
+
+    rows = []
+    for name, m in methods().items():
+        if isinstance(m, Exception):
+            rows.append({"name": name, "available": False, "reason": f"failed to import: {m}", "description": ""})
+            continue
+        ok, reason = m.is_available()
+        rows.append({"name": name, "available": ok, "reason": reason, "description": m.description})
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        print("no method registered yet (methods register through the 'bench.methods' entry-point group)")
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        state = "available" if r["available"] else f"unavailable: {r['reason']}"
+        print(f"{r['name']:<{width}}  {state}" + (f"\n{'':<{width}}  {r['description']}" if r["description"] else ""))
+    return 0
+
+
+# ---------------------------------------------------------------------------- datasets
+def cmd_datasets(args: argparse.Namespace) -> int:
+    action = getattr(args, "action", None)
+    if action == "describe":
+        return _datasets_describe(args)
+    if action == "show":
+        return _datasets_show(args)
+    return _datasets_list(args)
+
+
+def _datasets_list(args: argparse.Namespace) -> int:
+    from datasets.registry import broken_entry_points, data_root, providers
+
+    root = data_root()
+    rows = []
+    for name, prov in providers().items():
+        a = prov.availability(root)
+        rows.append(
+            {
+                "name": name,
+                "description": prov.description,
+                "available": a.available,
+                "reason": a.reason,
+                "how_to_get": a.how_to_get,
+                "recordings_on_disk": a.recordings_on_disk,
+                "recordings_total": a.recordings_total,
+            }
+        )
+    for name, err in broken_entry_points().items():
+        rows.append(
+            {
+                "name": name,
+                "description": "",
+                "available": False,
+                "reason": f"failed to import: {err}",
+                "how_to_get": "",
+                "recordings_on_disk": 0,
+                "recordings_total": 0,
+            }
+        )
+    if args.json:
+        print(json.dumps({"data_root": str(root), "datasets": rows}))
+        return 0
+    print(f"data root: {root}  (set BENCH_DATA to move it)")
+    if not rows:
+        print("no data set registered yet")
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        disk = f"{r['recordings_on_disk']}/{r['recordings_total']} recordings on disk"
+        state = "available" if r["available"] else f"unavailable: {r['reason']}"
+        print(f"{r['name']:<{width}}  {state}; {disk}")
+        if r["description"]:
+            print(f"{'':<{width}}  {r['description']}")
+        if r["how_to_get"]:
+            print(f"{'':<{width}}  get it: {r['how_to_get']}")
+    return 0
+
+
+def _datasets_describe(args: argparse.Namespace) -> int:
+    from datasets.describe import describe_dataset, format_description
+
+    from datasets.registry import get
+
+    dataset = get(args.name)
+    ref = Path(args.reference) if args.reference else _default_fixtures()
+    desc = describe_dataset(dataset, reference_dir=ref)
+    print(json.dumps(desc) if args.json else format_description(desc))
+    return 0
+
+
+def _datasets_show(args: argparse.Namespace) -> int:
+    from datasets.show import show_recording
+
+    from datasets.registry import get
+
+    dataset = get(args.name)
+    rec = dataset[args.recording] if args.recording else dataset.recordings[0]
+    out = Path(args.out or f"{args.name}-{rec.name}.png")
+    path = show_recording(rec, out)
+    print(f"wrote {path}")
+    return 0
+
+
+def _default_fixtures() -> Path | None:
+    """The shared fixtures beside a checkout, when present."""
+    here = Path(__file__).resolve().parents[1]
+    for cand in (here / "shared" / "fixtures", here.parent / "shared" / "fixtures"):
+        if cand.is_dir():
+            return cand
+    return None
+
+
+# ---------------------------------------------------------------------------- run
+def cmd_run(args: argparse.Namespace) -> int:
+    from datasets.registry import get_provider, providers
+    from methods.base import methods
+
+    if not providers():
+        print("no data set registered yet")
+        return 0
+    prov = get_provider(args.dataset)
+    registered = methods()
+    print(f"data set {prov.name}: {prov.description}")
+    if not registered:
+        print(
+            "no method registered yet: nothing to run. The harness runs every available method "
+            "once method adapters are installed (python -m bench methods lists them)."
+        )
+        return 0
+    print(
+        "the benchmark harness is not available in this version; score saved masks with "
+        "'python -m bench score --gt FILE --pred FILE'"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark suite for active-neuron segmentation in two-photon calcium imaging.",
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser(
+        "score",
+        help="score saved masks against a ground-truth file",
+        description="Score any saved masks against any ground-truth file "
+        "(MATLAB v5/v7.3, .npy/.npz, regions.json, Suite2p stat.npy, TIFF/PNG labels, "
+        "ImageJ ROI zip). The detections are aligned to the ground truth's frame.",
+    )
+    s.add_argument("--gt", required=True, type=Path, help="ground-truth mask file")
+    s.add_argument("--pred", required=True, type=Path, help="detected mask file")
+    s.add_argument(
+        "--rule",
+        choices=("stnn", "suns"),
+        default="stnn",
+        help="stnn: containment also matches (the paper's Eq. 14); suns: IoU only (default: stnn)",
+    )
+    s.add_argument("--iou", type=float, default=0.5, help="minimum IoU of a match (default 0.5)")
+    s.add_argument(
+        "--centroid-gate",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="pairs with centroids farther apart than PX pixels never match (CaImAn-style)",
+    )
+    s.add_argument(
+        "--nf-distance",
+        type=float,
+        default=5.0,
+        metavar="PX",
+        help="centre distance for the Neurofinder combined score (default 5 px)",
+    )
+    s.add_argument("--var", default=None, help="variable/dataset/array to read from the prediction file")
+    s.add_argument("--gt-var", default=None, help="variable/dataset/array to read from the ground-truth file")
+    s.add_argument(
+        "--axes",
+        type=_parse_axes,
+        default=None,
+        help="permutation of the stored prediction array to (N, rows, cols), e.g. 2,0,1",
+    )
+    s.add_argument("--gt-axes", type=_parse_axes, default=None, help="the same for the ground-truth file")
+    s.add_argument(
+        "--shape",
+        type=_parse_shape,
+        default=None,
+        metavar="ROWSxCOLS",
+        help="frame size, needed when the ground truth stores coordinates (regions.json, stat.npy, ROI)",
+    )
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=cmd_score)
+
+    m = sub.add_parser("methods", help="list registered methods and whether they can run here")
+    m.add_argument("--json", action="store_true", help="print JSON")
+    m.set_defaults(func=cmd_methods)
+
+    d = sub.add_parser(
+        "datasets",
+        help="list data sets; describe or show one",
+        description="Without an action: every registered data set, what is on disk and how to get the rest.",
+    )
+    d.add_argument("--json", action="store_true", help="print JSON")
+    d.set_defaults(func=cmd_datasets)
+    dsub = d.add_subparsers(dest="action", metavar="ACTION")
+    dd = dsub.add_parser("describe", help="realism statistics of a data set beside real ground truth")
+    dd.add_argument("name", help="data set name")
+    dd.add_argument("--reference", default=None, help="folder of real fixtures (default: ../shared/fixtures)")
+    dd.add_argument("--json", action="store_true", help="print JSON")
+    ds = dsub.add_parser("show", help="figure of one recording: mean and correlation images, traces")
+    ds.add_argument("name", help="data set name")
+    ds.add_argument("--recording", default=None, help="recording name (default: the first)")
+    ds.add_argument("--out", default=None, help="PNG path (default: NAME-RECORDING.png)")
+
+    r = sub.add_parser("run", help="run methods on a data set and score them (the main job)")
+    r.add_argument("--dataset", default="synthetic", help="data set name (default: synthetic)")
+    r.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except InputError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The `Recording` and `Dataset` records."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Union
+
+from datasets.errors import InputError
+from datasets.masks import Masks
+from datasets.movies import Movie
+
+__all__ = ["Recording", "Dataset", "Fold"]
+
+#: A ground truth is given either loaded or as a loader called on first use.
+GroundTruthSource = Union[Masks, Callable[[], Masks]]
+
+
+@dataclass(eq=False)
+class Recording:
+    """One registered two-photon recording and its ground truths.
+
+    Parameters
+    ----------
+    name : str
+        Identifier unique within its data set (e.g. ``"01.00.test"``).
+    movie : Movie
+        The lazily opened (T, H, W) movie, already cropped as the data set prescribes.
+    fps : float
+        Frame rate in Hz.
+    um_per_px : float
+        Pixel size in micrometres.
+    ground_truths : mapping of str to Masks or callable
+        Ground truths keyed by grader (``"default"``, ``"grader1"``, ``"allen"`` ...);
+        a callable is loaded on first use.
+    indicator : str, optional
+        Calcium indicator (``"GCaMP6f"``, ``"GCaMP6s"``).
+    split : str
+        ``"train"`` or ``"test"``.
+    group : str, optional
+        Recordings of one group share a field of view or animal (leave-one-group-out).
+    provenance : dict
+        Source URLs, file checksums, generator parameters.
+    """
+
+    name: str
+    movie: Movie
+    fps: float
+    um_per_px: float
+    ground_truths: Mapping[str, GroundTruthSource] = field(default_factory=dict)
+    indicator: str | None = None
+    split: str = "test"
+    group: str | None = None
+    provenance: dict = field(default_factory=dict)
+    _loaded: dict = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.fps or self.fps <= 0:
+            raise InputError(f"recording {self.name}: frame rate must be > 0 Hz, got {self.fps}")
+        if not self.um_per_px or self.um_per_px <= 0:
+            raise InputError(f"recording {self.name}: pixel size must be > 0 um, got {self.um_per_px}")
+        if self.split not in ("train", "test"):
+            raise InputError(f"recording {self.name}: split must be 'train' or 'test', got {self.split!r}")
+
+    @property
+    def graders(self) -> tuple[str, ...]:
+        """Names of the available ground truths."""
+        return tuple(self.ground_truths)
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return self.movie.frame_shape
+
+    @property
+    def n_frames(self) -> int:
+        return self.movie.n_frames
+
+    def ground_truth(self, grader: str = "default") -> Masks:
+        """The masks of one grader, loaded on first use and checked against the frame."""
+        if grader not in self.ground_truths:
+            raise InputError(
+                f"recording {self.name} has no ground truth '{grader}'",
+                hint=f"available: {', '.join(self.graders) or 'none'}",
+            )
+        if grader not in self._loaded:
+            gt = self.ground_truths[grader]
+            masks = gt() if callable(gt) else gt
+            if masks.shape != self.frame_shape:
+                raise InputError(
+                    f"recording {self.name}: ground truth '{grader}' is {masks.shape[0]}x{masks.shape[1]}, "
+                    f"the movie frame is {self.frame_shape[0]}x{self.frame_shape[1]}"
+                )
+            self._loaded[grader] = masks
+        return self._loaded[grader]
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One leave-one-out fold: tune on ``train``, score on ``held_out``."""
+
+    index: int
+    train: tuple[Recording, ...]
+    held_out: Recording
+
+
+@dataclass(eq=False)
+class Dataset:
+    """A named, ordered collection of recordings with splits and folds.
+
+    Parameters
+    ----------
+    name : str
+        Registry name (``"synthetic"``, ``"neurofinder"``).
+    recordings : sequence of Recording
+        In a fixed order; names must be unique.
+    description : str
+        One line for listings.
+    default_grader : str
+        The ground truth scored by default.
+    """
+
+    name: str
+    recordings: Sequence[Recording]
+    description: str = ""
+    default_grader: str = "default"
+
+    def __post_init__(self) -> None:
+        self.recordings = tuple(self.recordings)
+        names = [r.name for r in self.recordings]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise InputError(f"data set {self.name}: duplicate recording names {dupes}")
+
+    def __len__(self) -> int:
+        return len(self.recordings)
+
+    def __iter__(self) -> Iterator[Recording]:
+        return iter(self.recordings)
+
+    def __getitem__(self, name: str) -> Recording:
+        for r in self.recordings:
+            if r.name == name:
+                return r
+        raise InputError(
+            f"data set {self.name} has no recording '{name}'",
+            hint=f"recordings: {', '.join(r.name for r in self.recordings)}",
+        )
+
+    def split(self, which: str) -> tuple[Recording, ...]:
+        """Recordings of the ``"train"`` or ``"test"`` split."""
+        return tuple(r for r in self.recordings if r.split == which)
+
+    def folds(self, recordings: Sequence[Recording] | None = None) -> list[Fold]:
+        """Leave-one-out folds over ``recordings`` (default: all).
+
+        When recordings carry a ``group``, the whole group of the held-out
+        recording is left out of its training set, so that a test video never
+        tunes on its own field of view.
+        """
+        recs = tuple(self.recordings if recordings is None else recordings)
+        folds = []
+        for i, held in enumerate(recs):
+            train = tuple(r for r in recs if r is not held and (held.group is None or r.group != held.group))
+            folds.append(Fold(i, train, held))
+        return folds
