@@ -1,0 +1,33 @@
+"""PyTorch reimplementation of STNeuroNet (Soltanian-Zadeh et al., PNAS 2019).
+
+Sub-modules
+-----------
+model
+    :class:`~stnn.model.STNeuroNet` and the mapping to the authors' TF checkpoint.
+tf_compat
+    TF-1 'SAME' padding, count-excluding average pooling and legacy resizing.
+preprocess
+    Crop, temporal binning, homomorphic filtering and SD normalisation (streaming).
+labels
+    Spike detection on GT traces and spatio-temporal training labels.
+
+This package does not import ``bench`` or ``methods``.
+"""
+
+from .labels import dprime_threshold, exponential_template, label_map, temporal_labels
+from .model import CHECKPOINT_NAMES, STNeuroNet, checkpoint_name_map, load_tf_variables
+from .preprocess import PreprocessConfig, preprocess, whiten
+
+__all__ = [
+    "STNeuroNet",
+    "CHECKPOINT_NAMES",
+    "checkpoint_name_map",
+    "load_tf_variables",
+    "PreprocessConfig",
+    "preprocess",
+    "whiten",
+    "dprime_threshold",
+    "exponential_template",
+    "temporal_labels",
+    "label_map",
+]
