@@ -14,7 +14,7 @@ import numpy as np
 
 from datasets.errors import InputError
 
-__all__ = ["Movie", "ArrayMovie", "HDF5Movie", "TiffMovie", "NpyMovie"]
+__all__ = ["Movie", "ArrayMovie", "HDF5Movie", "TiffMovie", "NpyMovie", "movie_from_spec"]
 
 
 class Movie:
@@ -43,6 +43,23 @@ class Movie:
         if n_rows <= 0 or n_cols <= 0:
             raise InputError(f"crop leaves no pixels of the {h}x{w} frame")
         self.shape: tuple[int, int, int] = (max(f.stop - f.start, 0), n_rows, n_cols)
+
+    def _crop_spec(self) -> dict:
+        return {
+            "rows": [self._rows.start, self._rows.stop],
+            "cols": [self._cols.start, self._cols.stop],
+            "frames": [self._frames.start, self._frames.stop],
+        }
+
+    def to_spec(self) -> dict:
+        """A JSON-able description that reopens this movie (in another process) with :func:`movie_from_spec`.
+
+        Raises
+        ------
+        InputError
+            For movies held only in memory (write them to a file first).
+        """
+        raise InputError(f"{type(self).__name__} lives in memory only; save it to .npy or HDF5 to share it")
 
     # -- subclass interface
     def _raw_shape(self) -> tuple[int, int, int]:  # pragma: no cover - abstract
@@ -122,6 +139,9 @@ class ArrayMovie(Movie):
 class NpyMovie(ArrayMovie):
     """A ``.npy`` file opened as a read-only memory map."""
 
+    def to_spec(self) -> dict:
+        return {"kind": "npy", "path": str(self.path), **self._crop_spec()}
+
     def __init__(self, path: str | Path, **crop):
         self.path = Path(path)
         if not self.path.is_file():
@@ -162,6 +182,9 @@ class HDF5Movie(Movie):
         if len(self._shape) != 3:
             raise InputError(f"dataset '{key}' has shape {self._shape}, a movie must be (T, H, W)", path=self.path)
         super().__init__(**crop)
+
+    def to_spec(self) -> dict:
+        return {"kind": "hdf5", "path": str(self.path), "key": self.key, **self._crop_spec()}
 
     def _raw_shape(self):
         return self._shape
@@ -212,6 +235,9 @@ class TiffMovie(Movie):
             raise InputError(f"not a readable TIFF file ({exc})", path=self.paths[0]) from exc
         super().__init__(**crop)
 
+    def to_spec(self) -> dict:
+        return {"kind": "tiff", "paths": [str(p) for p in self.paths], **self._crop_spec()}
+
     def _raw_shape(self):
         return self._shape
 
@@ -238,6 +264,19 @@ class TiffMovie(Movie):
     @property
     def dtype(self):
         return self._dtype
+
+
+def movie_from_spec(spec: dict) -> Movie:
+    """Reopen a movie described by :meth:`Movie.to_spec`."""
+    crop = {k: slice(*spec[k]) for k in ("rows", "cols", "frames") if k in spec}
+    kind = spec.get("kind")
+    if kind == "npy":
+        return NpyMovie(spec["path"], **crop)
+    if kind == "hdf5":
+        return HDF5Movie(spec["path"], spec.get("key", "data"), **crop)
+    if kind == "tiff":
+        return TiffMovie(spec["paths"], **crop)
+    raise InputError(f"unknown movie kind {kind!r} in movie spec")
 
 
 def _h5_datasets(f) -> list[str]:

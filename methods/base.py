@@ -24,7 +24,7 @@ from datasets.masks import Masks
 from datasets.records import Recording
 from datasets.registry import closest
 
-__all__ = ["Method", "Segmentation", "methods", "get_method", "ENTRY_POINT_GROUP"]
+__all__ = ["Method", "Segmentation", "methods", "get_method", "resolve_method", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "bench.methods"
 
@@ -123,12 +123,29 @@ def methods() -> dict[str, Method | Exception]:
     return dict(sorted(found.items()))
 
 
+def resolve_method(name: str) -> tuple[str, str | None]:
+    """The entry-point target (``"module:attr"``) of a method reference, and its argument.
+
+    A reference is a registered name, optionally with an argument after a
+    colon: ``"suite2p"``, ``"files:results/{recording}.mat"``.
+    """
+    base, sep, arg = name.partition(":")
+    eps = {ep.name: ep for ep in _entry_points()}
+    if base not in eps:
+        raise InputError(f"unknown method '{base}'", hint=closest(base, sorted(eps)))
+    return eps[base].value, (arg if sep else None)
+
+
 def get_method(name: str) -> Method:
-    """The method registered as ``name``; an unknown name suggests the closest one."""
+    """The method registered as ``name`` (``name:ARG`` passes ARG to its constructor).
+
+    An unknown name suggests the closest one.
+    """
+    base, sep, arg = name.partition(":")
     found = methods()
-    if name not in found:
-        raise InputError(f"unknown method '{name}'", hint=closest(name, found))
-    obj = found[name]
+    if base not in found:
+        raise InputError(f"unknown method '{base}'", hint=closest(base, found))
+    obj = found[base]
     if isinstance(obj, Exception):
-        raise InputError(f"method '{name}' failed to import: {type(obj).__name__}: {obj}")
-    return obj
+        raise InputError(f"method '{base}' failed to import: {type(obj).__name__}: {obj}")
+    return type(obj)(arg) if sep else obj

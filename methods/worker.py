@@ -1,0 +1,431 @@
+"""Run one method on one recording in its own process.
+
+Isolation is what lets a benchmark survive its methods: a crash, a hang past
+the timeout or a run past the memory limit becomes a :class:`WorkerResult`
+with a status and message, never an exception that stops the run. The worker
+gets a private HOME, MPLCONFIGDIR, TMPDIR and CaImAn data folder (Suite2p and
+CaImAn write into HOME), thread limits, and optionally another Python
+interpreter (CaImAn needs numpy < 2 and TensorFlow).
+
+Inputs and outputs travel as files: the job is a small JSON file naming the
+movie file (never the frames), and the worker writes ``masks.npz``,
+``result.json`` and, for methods that make them, ``probability_maps.npy``.
+The worker never receives ground truth.
+
+Interpreter per method: the environment variable ``BENCH_PYTHON_<NAME>``
+(name upper-cased, ``-`` as ``_``, e.g. ``BENCH_PYTHON_CAIMAN_BATCH``) or the
+``[python]`` table of the user config file ``$XDG_CONFIG_HOME/bench/config.toml``
+(``caiman-batch = "/opt/conda/envs/caiman/bin/python"``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from datasets.errors import InputError
+from datasets.masks import Masks
+from datasets.movies import movie_from_spec
+from datasets.records import Recording
+from methods.base import Segmentation, resolve_method
+
+__all__ = ["WorkerLimits", "WorkerResult", "run_in_worker", "interpreter_for", "REPO_ROOT"]
+
+log = logging.getLogger(__name__)
+
+#: The folder holding the ``bench``, ``methods``, ``datasets`` and ``stnn`` packages;
+#: put on PYTHONPATH so that another interpreter imports the same code.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+Status = Literal["ok", "error", "timeout", "memory", "crash"]
+_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    """Limits of one worker run.
+
+    Attributes
+    ----------
+    timeout_s : float
+        Wall-clock limit; the whole process group is killed past it.
+    memory_mb : float or None
+        Resident-memory limit of the process group (sampled every 0.1 s).
+    threads : int or None
+        Value of OMP/MKL/OpenBLAS thread variables (default: all cores).
+    python : str or None
+        Interpreter to run the method under (default: configured, else this one).
+    """
+
+    timeout_s: float = 3600.0
+    memory_mb: float | None = None
+    threads: int | None = None
+    python: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0:
+            raise InputError(f"worker timeout must be > 0 s, got {self.timeout_s}")
+        if self.memory_mb is not None and self.memory_mb <= 0:
+            raise InputError(f"worker memory limit must be > 0 MB, got {self.memory_mb}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"worker threads must be >= 1, got {self.threads}")
+
+
+@dataclass
+class WorkerResult:
+    """Outcome of one worker run: a segmentation, or why there is none."""
+
+    status: Status
+    message: str = ""
+    segmentation: Segmentation | None = None
+    peak_memory_mb: float = float("nan")
+    wall_s: float = 0.0
+    log_tail: str = field(default="", repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def interpreter_for(method: str) -> str | None:
+    """The Python interpreter configured for ``method``, or None for this one.
+
+    Raises
+    ------
+    InputError
+        When a configured interpreter does not exist.
+    """
+    env_name = "BENCH_PYTHON_" + method.upper().replace("-", "_").replace(":", "_")
+    path = os.environ.get(env_name)
+    source = env_name
+    if not path:
+        cfg = _user_config().get("python", {})
+        path = cfg.get(method)
+        source = f"[python] {method} in {_config_path()}"
+    if not path:
+        return None
+    if not (Path(path).is_file() and os.access(path, os.X_OK)):
+        raise InputError(
+            f"method '{method}': configured interpreter {path} does not exist or is not executable",
+            hint=f"set by {source}; point it at the python of the method's environment",
+        )
+    return path
+
+
+def _config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "bench" / "config.toml"
+
+
+def _user_config() -> dict:
+    path = _config_path()
+    if not path.is_file():
+        return {}
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"invalid TOML ({exc})", path=path) from exc
+
+
+# ---------------------------------------------------------------------------- parent side
+def run_in_worker(
+    method: str,
+    recording: Recording,
+    params: dict,
+    *,
+    limits: WorkerLimits = WorkerLimits(),
+    keep_dir: Path | None = None,
+) -> WorkerResult:
+    """Run ``method`` (a registry name, optionally ``name:ARG``) on ``recording`` in a new process.
+
+    Parameters
+    ----------
+    method : str
+        Registered method name, e.g. ``"suite2p"`` or ``"files:out/{recording}.mat"``.
+    recording : Recording
+        Its movie must live in a file (:meth:`datasets.movies.Movie.to_spec`);
+        an in-memory movie is written to a temporary ``.npy`` first.
+    params : dict
+        JSON-able parameters passed to ``segment``.
+    limits : WorkerLimits
+        Timeout, memory, threads and interpreter.
+    keep_dir : Path, optional
+        Keep the job folder (job, log, outputs) here instead of deleting it.
+
+    Returns
+    -------
+    WorkerResult
+        Never raises for failures of the method itself.
+    """
+    entry, arg = resolve_method(method)
+    python = limits.python or interpreter_for(method.split(":", 1)[0]) or sys.executable
+    work = Path(tempfile.mkdtemp(prefix="bench-worker-")) if keep_dir is None else Path(keep_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(entry, arg, method, recording, params, limits, python, work)
+    finally:
+        if keep_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _movie_spec(recording: Recording, work: Path) -> dict:
+    try:
+        return recording.movie.to_spec()
+    except InputError:
+        path = work / "movie.npy"
+        np.save(path, recording.movie.read())
+        return {"kind": "npy", "path": str(path)}
+
+
+def _run(entry, arg, method, recording, params, limits, python, work: Path) -> WorkerResult:
+    home = work / "home"
+    for sub in ("home", "tmp", "mpl", "out", "caiman"):
+        (work / sub).mkdir(exist_ok=True)
+    job = {
+        "entry": entry,
+        "arg": arg,
+        "method": method,
+        "params": params,
+        "recording": {
+            "name": recording.name,
+            "fps": recording.fps,
+            "um_per_px": recording.um_per_px,
+            "indicator": recording.indicator,
+            "split": recording.split,
+            "group": recording.group,
+            "movie": _movie_spec(recording, work),
+        },
+        "out": str(work / "out"),
+    }
+    (work / "job.json").write_text(json.dumps(job, default=_json_default))
+    env = dict(os.environ)
+    threads = str(limits.threads or os.cpu_count() or 1)
+    env.update({v: threads for v in _THREAD_VARS})
+    env.update(
+        HOME=str(home),
+        USERPROFILE=str(home),
+        MPLCONFIGDIR=str(work / "mpl"),
+        TMPDIR=str(work / "tmp"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        CAIMAN_DATA=str(work / "caiman"),
+        CAIMAN_TEMP=str(work / "caiman"),
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p),
+        PYTHONUNBUFFERED="1",
+    )
+    logfile = work / "worker.log"
+    start = time.perf_counter()
+    with open(logfile, "wb") as logf:
+        try:
+            proc = subprocess.Popen(
+                [python, "-m", "methods.worker", str(work / "job.json")],
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=str(work),
+                start_new_session=True,  # its own process group, killed as one
+            )
+        except OSError as exc:
+            return WorkerResult("crash", f"could not start {python}: {exc}", wall_s=0.0)
+        status, message, peak = _supervise(proc, limits)
+    wall = time.perf_counter() - start
+    tail = _tail(logfile)
+    if status not in ("ok", "error"):
+        return WorkerResult(status, message, None, peak, wall, tail)
+    return _collect(work / "out", peak, wall, tail, proc.returncode)
+
+
+def _supervise(proc: subprocess.Popen, limits: WorkerLimits) -> tuple[str, str, float]:
+    """Wait for the worker, enforcing the limits; returns (status, message, peak MB)."""
+    deadline = time.monotonic() + limits.timeout_s
+    peak_kb = 0
+    rusage_kb = 0
+    while True:
+        pid, code, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            rusage_kb = usage.ru_maxrss  # kB on Linux
+            proc.returncode = os.waitstatus_to_exitcode(code)
+            break
+        rss = _group_rss_kb(proc.pid)
+        peak_kb = max(peak_kb, rss)
+        if limits.memory_mb is not None and rss > limits.memory_mb * 1024:
+            _kill_group(proc)
+            return (
+                "memory",
+                f"exceeded the memory limit of {limits.memory_mb:g} MB ({rss / 1024:.0f} MB resident)",
+                rss / 1024,
+            )
+        if time.monotonic() > deadline:
+            _kill_group(proc)
+            return "timeout", f"did not finish within {limits.timeout_s:g} s", peak_kb / 1024
+        time.sleep(0.1)
+    peak_mb = max(peak_kb, rusage_kb) / 1024
+    if proc.returncode == 0:
+        return "ok", "", peak_mb
+    if proc.returncode < 0:
+        sig = signal.Signals(-proc.returncode).name
+        hint = " (killed: out of memory?)" if sig == "SIGKILL" else ""
+        return "crash", f"worker died from {sig}{hint}", peak_mb
+    return "error", "", peak_mb  # the message comes from error.json in _collect
+
+
+def _collect(out: Path, peak_mb: float, wall: float, tail: str, returncode: int) -> WorkerResult:
+    err = out / "error.json"
+    if err.is_file():
+        info = json.loads(err.read_text())
+        return WorkerResult(
+            "error", f"{info['type']}: {info['message']}", None, peak_mb, wall, info.get("traceback", tail)
+        )
+    res = out / "result.json"
+    if returncode != 0 or not res.is_file():
+        return WorkerResult(
+            "crash", f"worker exited with code {returncode} without a result", None, peak_mb, wall, tail
+        )
+    info = json.loads(res.read_text())
+    maps = out / "probability_maps.npy"
+    seg = Segmentation(
+        masks=Masks.load(out / "masks.npz"),
+        params=info["params"],
+        init_s=info["init_s"],
+        process_s=info["process_s"],
+        io_s=info["io_s"],
+        n_frames=info["n_frames"],
+        probability_maps=np.load(maps) if maps.is_file() else None,
+        versions=info["versions"],
+    )
+    peak_mb = max(peak_mb, info.get("peak_memory_mb", 0.0))
+    return WorkerResult("ok", "", seg, peak_mb, wall, tail)
+
+
+def _group_rss_kb(pgid: int) -> int:
+    """Resident memory of every process in a process group, in kB (Linux /proc)."""
+    total = 0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            # Fields after the command name (which may contain spaces): state ppid pgrp ...
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[2]) != pgid:
+                continue
+            rss_pages = int(fields[21])
+            total += rss_pages * os.sysconf("SC_PAGE_SIZE") // 1024
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.wait4(proc.pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _tail(path: Path, n: int = 4000) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    return data[-n:].decode("utf-8", "replace")
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"parameter value {obj!r} is not JSON-serialisable")
+
+
+# ---------------------------------------------------------------------------- worker side
+def _worker_main(job_path: str) -> int:
+    import importlib
+    import resource
+
+    job = json.loads(Path(job_path).read_text())
+    out = Path(job["out"])
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        r = job["recording"]
+        movie = movie_from_spec(r["movie"])
+        # No ground truth crosses into the worker: a method cannot return it.
+        rec = Recording(r["name"], movie, r["fps"], r["um_per_px"], {}, r["indicator"], r["split"], r["group"])
+        module, _, attr = job["entry"].partition(":")
+        obj = getattr(importlib.import_module(module), attr)
+        method = obj(job["arg"]) if job["arg"] is not None else obj()
+        t0 = time.perf_counter()
+        seg = method.segment(rec, job["params"])
+        elapsed = time.perf_counter() - t0
+        _check_output(job["method"], seg, rec)
+        seg.masks.save(out / "masks.npz")
+        if seg.probability_maps is not None:
+            np.save(out / "probability_maps.npy", np.asarray(seg.probability_maps, np.float32))
+        usage = max(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        )
+        result = {
+            "params": seg.params,
+            "init_s": seg.init_s,
+            "process_s": seg.process_s if seg.process_s > 0 else elapsed,
+            "io_s": seg.io_s,
+            "n_frames": seg.n_frames or rec.n_frames,
+            "versions": {"python": sys.version.split()[0], **seg.versions},
+            "peak_memory_mb": usage / 1024,
+        }
+        tmp = out / "result.json.tmp"
+        tmp.write_text(json.dumps(result, default=_json_default))
+        tmp.replace(out / "result.json")
+        return 0
+    except Exception as exc:  # noqa: BLE001 - every failure is reported to the parent
+        (out / "error.json").write_text(
+            json.dumps({"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()})
+        )
+        return 1
+
+
+def _check_output(method: str, seg, rec: Recording) -> None:
+    if not isinstance(seg, Segmentation):
+        raise TypeError(f"method '{method}' returned {type(seg).__name__}, expected a Segmentation")
+    if not isinstance(seg.masks, Masks):
+        raise TypeError(f"method '{method}' returned masks of type {type(seg.masks).__name__}, expected Masks")
+    if seg.masks.shape != rec.frame_shape:
+        raise InputError(
+            f"method '{method}' returned masks over a {seg.masks.shape[0]}x{seg.masks.shape[1]} frame, "
+            f"the recording's frame is {rec.frame_shape[0]}x{rec.frame_shape[1]}"
+        )
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through run_in_worker
+    sys.exit(_worker_main(sys.argv[1]))
