@@ -164,7 +164,6 @@ def _datasets_list(args: argparse.Namespace) -> int:
 
 def _datasets_describe(args: argparse.Namespace) -> int:
     from datasets.describe import describe_dataset, format_description
-
     from datasets.registry import get
 
     dataset = get(args.name)
@@ -175,9 +174,8 @@ def _datasets_describe(args: argparse.Namespace) -> int:
 
 
 def _datasets_show(args: argparse.Namespace) -> int:
-    from datasets.show import show_recording
-
     from datasets.registry import get
+    from datasets.show import show_recording
 
     dataset = get(args.name)
     rec = dataset[args.recording] if args.recording else dataset.recordings[0]
@@ -198,25 +196,54 @@ def _default_fixtures() -> Path | None:
 
 # ---------------------------------------------------------------------------- run
 def cmd_run(args: argparse.Namespace) -> int:
+    from bench.harness import RunConfig, run_benchmark, select_methods
+    from bench.report import make_report
     from datasets.registry import get_provider, providers
-    from methods.base import methods
 
     if not providers():
         print("no data set registered yet")
         return 0
-    prov = get_provider(args.dataset)
-    registered = methods()
-    print(f"data set {prov.name}: {prov.description}")
-    if not registered:
-        print(
-            "no method registered yet: nothing to run. The harness runs every available method "
-            "once method adapters are installed (python -m bench methods lists them)."
-        )
+    get_provider(args.dataset)  # unknown names fail here, with a suggestion
+    names = select_methods(args.methods)
+    if not names:
+        print("no method is available to run (python -m bench methods says why)")
         return 0
-    print(
-        "the benchmark harness is not available in this version; score saved masks with "
-        "'python -m bench score --gt FILE --pred FILE'"
+    graders = None if args.grader in (None, "all") else tuple(args.grader.split(","))
+    config = RunConfig(
+        dataset=args.dataset,
+        methods=names,
+        tune=args.tune,
+        split=args.split,
+        graders=graders,
+        rule=args.rule,
+        device=args.device,
+        max_grid=args.max_grid,
     )
+    out = Path(args.out or Path("runs") / args.dataset)
+    print(f"running {', '.join(names)} on {args.dataset} ({args.split} split, tuning: {args.tune}) -> {out}")
+    table = run_benchmark(
+        config,
+        out,
+        resume=args.resume,
+        force=args.force,
+        jobs=args.jobs,
+        timeout_s=args.timeout,
+        memory_mb=args.memory_mb,
+        progress=not args.quiet,
+    )
+    print(f"results: {table}")
+    if not args.no_report:
+        report = make_report(table, out / "report")
+        print(f"report:  {report}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import make_report
+
+    src = Path(args.results)
+    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "report"
+    print(f"report: {make_report(src, out, figures=not args.no_figures)}")
     return 0
 
 
@@ -299,9 +326,51 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--recording", default=None, help="recording name (default: the first)")
     ds.add_argument("--out", default=None, help="PNG path (default: NAME-RECORDING.png)")
 
-    r = sub.add_parser("run", help="run methods on a data set and score them (the main job)")
+    r = sub.add_parser(
+        "run",
+        help="run methods on a data set, score them and write a report (the main job)",
+        description="Run every (method x recording [x parameter point]) in isolated worker processes, "
+        "score against every ground truth, append rows to OUT/results.csv and write "
+        "OUT/report. A killed run started again skips finished units.",
+    )
     r.add_argument("--dataset", default="synthetic", help="data set name (default: synthetic)")
+    r.add_argument("--methods", default="all", help="comma-separated method names, or 'all' available (default)")
+    r.add_argument(
+        "--tune",
+        choices=("none", "loo"),
+        default="loo",
+        help="leave-one-out tuning on each method's grid (default) or default parameters",
+    )
+    r.add_argument(
+        "--split",
+        choices=("all", "train", "test"),
+        default="test",
+        help="recordings evaluated and tuned on (default: test)",
+    )
+    r.add_argument("--grader", default=None, help="ground truth(s) to score, comma-separated, or 'all' (default)")
+    r.add_argument("--rule", choices=("stnn", "suns"), default="stnn", help="matching rule (default: stnn)")
+    r.add_argument("--out", default=None, help="output folder (default: runs/DATASET)")
+    r.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device for methods that take one")
+    r.add_argument("--jobs", type=int, default=1, help="method runs at once, each in its own process (default 1)")
+    r.add_argument("--max-grid", type=int, default=12, help="at most this many parameter points per method")
+    r.add_argument("--timeout", type=float, default=None, help="seconds per method run (default: the method's)")
+    r.add_argument("--memory-mb", type=float, default=None, help="memory limit per method run")
+    r.add_argument("--resume", action="store_true", help="add to an output folder holding a different run")
+    r.add_argument("--force", action="store_true", help="replace an output folder holding a different run")
+    r.add_argument("--no-report", action="store_true", help="do not write the report")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser(
+        "report",
+        help="regenerate tables and figures from a results table",
+        description="Write report.md, report.html, summary.csv and figures (PNG, SVG) from a "
+        "results table; a pure function of the table.",
+    )
+    rp.add_argument("results", help="results.csv or the run folder holding it")
+    rp.add_argument("--out", default=None, help="report folder (default: RUN/report)")
+    rp.add_argument("--no-figures", action="store_true", help="tables only")
+    rp.set_defaults(func=cmd_report)
     return p
 
 

@@ -35,6 +35,7 @@ class SavedMasks(Method):
     """
 
     name = "files"
+    needs_argument = True  # not part of "--methods all"
     description = "saved masks read from files (files:PATTERN, {recording} = recording name)"
 
     def __init__(self, pattern: str | None = None):

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from datasets.masks import Masks
+from methods import base
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures"
+PLUGIN = Path(__file__).resolve().parent / "plugin_example"
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +41,38 @@ def disk_masks(centres, radius, shape) -> Masks:
         else np.zeros((0, *shape), bool)
     )
     return Masks.from_dense(stack)
+
+
+@pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory):
+    """pip-install the example plugin into a private folder and put it on the path."""
+    site = tmp_path_factory.mktemp("plugin-site")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(PLUGIN),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    sys.path.insert(0, str(site))
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), old) if p)
+    base._entry_points.cache_clear()
+    yield site
+    sys.path.remove(str(site))
+    if old is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = old
+    base._entry_points.cache_clear()

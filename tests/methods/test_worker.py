@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -17,47 +15,10 @@ from datasets.errors import InputError
 from datasets.maskio import write_mat
 from datasets.movies import HDF5Movie
 from datasets.records import Recording
-from methods import base
 from methods.worker import WorkerLimits, interpreter_for, run_in_worker
 from tests.conftest import disk_masks
 
-PLUGIN = Path(__file__).resolve().parents[1] / "plugin_example"
 CENTRES = [(12, 12), (12, 40), (40, 12), (40, 40), (26, 26)]
-
-
-@pytest.fixture(scope="module")
-def plugin_site(tmp_path_factory):
-    """pip-install the example plugin into a private folder and put it on the path."""
-    site = tmp_path_factory.mktemp("plugin-site")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(site),
-            str(PLUGIN),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr
-    sys.path.insert(0, str(site))
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), old) if p)
-    base._entry_points.cache_clear()
-    yield site
-    sys.path.remove(str(site))
-    if old is None:
-        os.environ.pop("PYTHONPATH", None)
-    else:
-        os.environ["PYTHONPATH"] = old
-    base._entry_points.cache_clear()
 
 
 @pytest.fixture(scope="module")
