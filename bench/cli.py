@@ -110,7 +110,37 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         return _datasets_describe(args)
     if action == "show":
         return _datasets_show(args)
+    if action == "add":
+        return _datasets_add(args)
+    if action == "remove":
+        return _datasets_remove(args)
     return _datasets_list(args)
+
+
+def _datasets_add(args: argparse.Namespace) -> int:
+    from datasets.user import add_recording
+
+    path = add_recording(args.name, args.movie, masks_path=args.masks, fps=args.fps, um_per_px=args.um_per_px,
+                         key=args.key, indicator=args.indicator, split=args.split, var=args.var,
+                         overwrite=args.overwrite)
+    print(f"registered '{args.name}' ({path}); run it with: python -m bench run --dataset {args.name}")
+    return 0
+
+
+def _datasets_remove(args: argparse.Namespace) -> int:
+    from datasets.user import remove_recording
+
+    path = remove_recording(args.name)
+    print(f"removed the registration {path} (the movie and mask files are left as they are)")
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from datasets.fetch import fetch
+
+    report = fetch(args.name, only=args.only or None, progress=not args.no_progress)
+    print(report.summary())
+    return 0
 
 
 def _datasets_list(args: argparse.Namespace) -> int:
@@ -118,7 +148,7 @@ def _datasets_list(args: argparse.Namespace) -> int:
 
     root = data_root()
     rows = []
-    for name, prov in providers().items():
+    for name, prov in providers(root).items():
         a = prov.availability(root)
         rows.append(
             {
@@ -159,6 +189,12 @@ def _datasets_list(args: argparse.Namespace) -> int:
             print(f"{'':<{width}}  {r['description']}")
         if r["how_to_get"]:
             print(f"{'':<{width}}  get it: {r['how_to_get']}")
+        inventory = getattr(providers(root).get(r["name"]), "inventory", None)
+        if args.recordings and inventory is not None:
+            for st in inventory(root):
+                size = f"{st.bytes_on_disk / 1e9:.2f} GB" if st.bytes_on_disk else "-"
+                state = "on disk" if st.on_disk else "missing: " + ", ".join(st.missing)
+                print(f"{'':<{width}}    {st.name:<16} {size:>9}  {state}")
     return 0
 
 
@@ -315,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Without an action: every registered data set, what is on disk and how to get the rest.",
     )
     d.add_argument("--json", action="store_true", help="print JSON")
+    d.add_argument("--recordings", action="store_true", help="also list every recording, its size and what is missing")
     d.set_defaults(func=cmd_datasets)
     dsub = d.add_subparsers(dest="action", metavar="ACTION")
     dd = dsub.add_parser("describe", help="realism statistics of a data set beside real ground truth")
@@ -325,6 +362,22 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("name", help="data set name")
     ds.add_argument("--recording", default=None, help="recording name (default: the first)")
     ds.add_argument("--out", default=None, help="PNG path (default: NAME-RECORDING.png)")
+    da = dsub.add_parser("add", help="register your own recording (movie and optional masks) as a data set",
+                         description="Register a recording from a multi-page TIFF, a folder of TIFF frames, "
+                                     "HDF5/NWB (with --key) or .npy, with masks in any format 'bench score' reads. "
+                                     "A small manifest is stored under the data root; the files stay where they are.")
+    da.add_argument("name", help="data set name for the recording")
+    da.add_argument("--movie", required=True, help="movie file or folder of TIFF frames")
+    da.add_argument("--masks", default=None, help="ground-truth mask file")
+    da.add_argument("--fps", type=float, default=None, help="frame rate in Hz (read from NWB when absent)")
+    da.add_argument("--um-per-px", type=float, default=None, help="pixel size in micrometres")
+    da.add_argument("--key", default=None, help="dataset inside an HDF5/NWB file")
+    da.add_argument("--var", default=None, help="variable to read from the mask file")
+    da.add_argument("--indicator", default=None, help="calcium indicator, e.g. GCaMP6f")
+    da.add_argument("--split", choices=("train", "test"), default="test", help="split (default: test)")
+    da.add_argument("--overwrite", action="store_true", help="replace an existing registration")
+    dr = dsub.add_parser("remove", help="remove a registered recording (its files are kept)")
+    dr.add_argument("name", help="registered name")
 
     r = sub.add_parser(
         "run",

@@ -20,6 +20,7 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -240,6 +241,7 @@ def run_benchmark(
     memory_mb: float | None = None,
     progress: bool = True,
     dataset: Dataset | None = None,
+    analyse_psnr: bool = True,
 ) -> Path:
     """Run, score and tabulate; returns the path of ``results.csv``.
 
@@ -259,6 +261,9 @@ def run_benchmark(
         Show a progress bar (stderr).
     dataset : Dataset, optional
         Use this data set object instead of loading ``config.dataset``.
+    analyse_psnr : bool
+        Compute each GT neuron's PSNR (one pass over each movie) for the
+        detection-versus-PSNR analysis.
     """
     out = Path(out)
     meta = _check_out_dir(out, config, resume, force)
@@ -327,8 +332,9 @@ def run_benchmark(
             pool.shutdown()
     finally:
         bar.close()
-        rows = _rows(config, ds, recs, units, done, failures, meta["run_id"], hardware_summary(env))
+        rows, chosen = _rows(config, ds, recs, units, done, failures, meta["run_id"], hardware_summary(env))
         write_table(rows, table)
+    _side_tables(out, config, ds, recs, chosen, analyse_psnr)
     return table
 
 
@@ -389,9 +395,11 @@ def _default_f1(config: RunConfig, ds: Dataset, rec: Recording, info: dict, cach
     return cache[key]
 
 
-def _rows(config, ds, recs, units, done, failures, run_id, hardware) -> list[dict]:
+def _rows(config, ds, recs, units, done, failures, run_id, hardware) -> tuple[list[dict], dict]:
+    """Table rows, and the unit scored for each (method, recording)."""
     base = {"run_id": run_id, "dataset": config.dataset, "hardware": hardware}
     rows: list[dict] = []
+    chosen: dict[tuple[str, str], dict] = {}
     by = {}
     for u in units:
         if u.key in done:
@@ -416,6 +424,7 @@ def _rows(config, ds, recs, units, done, failures, run_id, hardware) -> list[dic
         if config.tune == "none":
             for rec in recs:
                 for _u, info in runs.get(rec.name, []):
+                    chosen[(method, rec.name)] = info
                     for sr in _score_rows(config, rec, info):
                         rows.append(
                             {
@@ -446,6 +455,7 @@ def _rows(config, ds, recs, units, done, failures, run_id, hardware) -> list[dic
                         f1s.append(_default_f1(config, ds, r, match_[0], f1_cache) if match_ else 0.0)
                     scored.append((float(np.mean(f1s)), u, info))
                 best_mean, best_u, best_info = max(scored, key=lambda s: s[0])  # first best on ties
+            chosen[(method, held.name)] = best_info
             for sr in _score_rows(config, held, best_info):
                 rows.append(
                     {
@@ -462,4 +472,88 @@ def _rows(config, ds, recs, units, done, failures, run_id, hardware) -> list[dic
                         **sr,
                     }
                 )
-    return rows
+    return rows, chosen
+
+
+# ---------------------------------------------------------------------------- side tables
+def _default_grader(ds: Dataset, rec: Recording) -> str | None:
+    if not rec.graders:
+        return None
+    return ds.default_grader if ds.default_grader in rec.graders else rec.graders[0]
+
+
+def _side_tables(out: Path, config: RunConfig, ds: Dataset, recs, chosen: dict, analyse_psnr: bool) -> None:
+    """``neurons.csv`` (PSNR and detection per GT neuron), ``graders.csv`` and overlay material."""
+    from bench.psnr import neuron_psnr
+
+    neuron_rows = []
+    for rec in recs:
+        grader = _default_grader(ds, rec)
+        if grader is None:
+            continue
+        gt = rec.ground_truth(grader)
+        psnr = np.full(gt.n, np.nan)
+        if analyse_psnr and rec.movie is not None:
+            cache = out / "psnr" / f"{_safe(rec.name)}__{_safe(grader)}.npy"
+            if cache.is_file():
+                psnr = np.load(cache)
+            else:
+                cache.parent.mkdir(exist_ok=True)
+                psnr = neuron_psnr(rec, grader)
+                np.save(cache, psnr)
+        for method in config.methods:
+            info = chosen.get((method, rec.name))
+            if info is None or info["status"] != "ok":
+                continue
+            s = match(gt, info["masks"], rule=config.rule)
+            hit = np.zeros(gt.n, bool)
+            hit[s.gt_index] = True
+            neuron_rows += [
+                {"dataset": config.dataset, "recording": rec.name, "grader": grader, "neuron": i,
+                 "psnr": psnr[i], "method": method, "detected": int(hit[i])}
+                for i in range(gt.n)
+            ]
+    _write_csv(out / "neurons.csv", neuron_rows, ("dataset", "recording", "grader", "neuron", "psnr", "method",
+                                                  "detected"))
+    grader_rows = []
+    for rec in recs:
+        for a, b in itertools.permutations(rec.graders, 2):
+            s = match(rec.ground_truth(a), rec.ground_truth(b), rule=config.rule)
+            grader_rows.append({"recording": rec.name, "reference": a, "grader": b, "n_reference": s.n_gt,
+                                "n_grader": s.n_pred, "tp": s.tp, "recall": s.recall, "precision": s.precision,
+                                "f1": s.f1})
+    _write_csv(out / "graders.csv", grader_rows, ("recording", "reference", "grader", "n_reference", "n_grader",
+                                                  "tp", "recall", "precision", "f1"))
+    _overlay_material(out, config, ds, recs, chosen)
+
+
+def _overlay_material(out: Path, config: RunConfig, ds: Dataset, recs, chosen: dict) -> None:
+    """Correlation image, GT and each method's masks for the first recording (the paper's Fig. 3A)."""
+    from datasets.describe import summary_images
+
+    rec = next((r for r in recs if r.movie is not None and _default_grader(ds, r)), None)
+    if rec is None:
+        return
+    folder = out / "overlay"
+    folder.mkdir(exist_ok=True)
+    img = folder / "correlation.npy"
+    if not img.is_file():
+        np.save(img, summary_images(rec.movie)["corr"].astype(np.float32))
+    rec.ground_truth(_default_grader(ds, rec)).save(folder / "gt.npz")
+    for method in config.methods:
+        info = chosen.get((method, rec.name))
+        if info is not None and info["status"] == "ok":
+            info["masks"].save(folder / f"method__{_safe(method)}.npz")
+    atomic_write_text(folder / "recording.txt", rec.name + "\n")
+
+
+def _write_csv(path: Path, rows: list[dict], columns: Sequence[str]) -> None:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+    atomic_write_text(path, buf.getvalue())

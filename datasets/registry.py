@@ -77,11 +77,12 @@ def _entry_points() -> tuple:
     return tuple(entry_points(group=ENTRY_POINT_GROUP))
 
 
-def providers() -> dict[str, DatasetProvider]:
-    """Registered providers by name, in name order.
+def providers(root: Path | None = None) -> dict[str, DatasetProvider]:
+    """Registered providers by name, in name order: entry points, then user recordings under ``root``.
 
     An entry point that fails to import is skipped here and reported by
     :func:`broken_entry_points`, so one broken plugin does not hide the others.
+    A user recording never shadows a registered data set of the same name.
     """
     found: dict[str, DatasetProvider] = {}
     for ep in _entry_points():
@@ -91,6 +92,10 @@ def providers() -> dict[str, DatasetProvider]:
             continue
         provider = obj() if isinstance(obj, type) else obj
         found[provider.name or ep.name] = provider
+    from datasets.user import user_providers  # user.py builds on this module
+
+    for name, prov in user_providers(data_root() if root is None else root).items():
+        found.setdefault(name, prov)
     return dict(sorted(found.items()))
 
 
@@ -114,9 +119,9 @@ def closest(name: str, names) -> str:
     return f"known: {', '.join(names)}" if names else "none is registered yet"
 
 
-def get_provider(name: str) -> DatasetProvider:
+def get_provider(name: str, root: Path | None = None) -> DatasetProvider:
     """The provider registered as ``name``; an unknown name suggests the closest one."""
-    provs = providers()
+    provs = providers(root)
     if name not in provs:
         raise InputError(f"unknown data set '{name}'", hint=closest(name, provs))
     return provs[name]
@@ -124,4 +129,5 @@ def get_provider(name: str) -> DatasetProvider:
 
 def get(name: str, root: Path | None = None) -> Dataset:
     """Load the data set registered as ``name`` from ``root`` (default :func:`data_root`)."""
-    return get_provider(name).load(data_root() if root is None else Path(root))
+    root = data_root() if root is None else Path(root)
+    return get_provider(name, root).load(root)

@@ -36,10 +36,11 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.ndimage import maximum_filter1d, median_filter, uniform_filter1d
+from scipy.ndimage import maximum_filter1d
 from scipy.stats import norm
 
 from datasets.errors import InputError
+from datasets.traces import as_sparse_masks, extract_traces, moving_baseline, neuropil_masks
 
 __all__ = [
     "dprime_threshold",
@@ -116,170 +117,7 @@ def exponential_template(tau: float, fs: float, amplitude: float = 0.15, duratio
 # -- masks and traces ------------------------------------------------------------
 
 
-def as_sparse_masks(masks: Any, frame_shape: tuple[int, int] | None = None) -> tuple[sp.csr_matrix, tuple[int, int]]:
-    """Normalise masks to a boolean CSR matrix ``(N, H * W)`` and the frame shape.
-
-    Parameters
-    ----------
-    masks : array-like or scipy.sparse matrix
-        Dense ``(N, H, W)`` (any dtype, non-zero = inside) or sparse ``(N, H * W)``.
-    frame_shape : (H, W), optional
-        Required for sparse masks.
-
-    Returns
-    -------
-    (csr_matrix, (H, W))
-    """
-    if sp.issparse(masks):
-        if frame_shape is None:
-            raise InputError("sparse masks need frame_shape=(H, W)")
-        h, w = (int(s) for s in frame_shape)
-        if masks.shape[1] != h * w:
-            raise InputError(f"sparse masks have {masks.shape[1]} columns, expected H*W = {h * w}")
-        m = sp.csr_matrix(masks, dtype=bool)
-        m.eliminate_zeros()
-        return m, (h, w)
-    arr = np.asarray(masks)
-    if arr.ndim != 3:
-        raise InputError(f"dense masks must be (N, H, W), got shape {arr.shape}")
-    if frame_shape is not None and tuple(frame_shape) != arr.shape[1:]:
-        raise InputError(f"masks are {arr.shape[1:]} but frame_shape is {tuple(frame_shape)}")
-    n, h, w = arr.shape
-    return sp.csr_matrix(arr.reshape(n, h * w) != 0), (h, w)
-
-
-def neuropil_masks(
-    masks: Any, frame_shape: tuple[int, int] | None = None, um_per_px: float = 0.78, radius_um: float = 5.0
-) -> sp.csr_matrix:
-    """Neuropil region of every mask: a disk around its centroid minus all mask pixels.
-
-    The disk radius is ``ceil(radius_um / um_per_px) + round(max(bbox h, w) / 2)``
-    px, centred on the rounded centroid (halves rounded up, as MATLAB's
-    ``round``), clipped to the frame.
-
-    Returns
-    -------
-    scipy.sparse.csr_matrix
-        Boolean ``(N, H * W)``.
-    """
-    m, (h, w) = as_sparse_masks(masks, frame_shape)
-    union = np.asarray(m.sum(axis=0)).ravel() > 0
-    extra = int(math.ceil(radius_um / um_per_px - 1e-9))
-    rows_out, cols_out = [], []
-    for k in range(m.shape[0]):
-        pix = m.indices[m.indptr[k] : m.indptr[k + 1]]
-        if pix.size == 0:
-            continue
-        r, c = np.divmod(pix, w)
-        # MATLAB round() = half away from zero; coordinates are >= 0 here.
-        cr, cc = int(math.floor(r.mean() + 0.5)), int(math.floor(c.mean() + 0.5))
-        side = max(r.max() - r.min() + 1, c.max() - c.min() + 1)
-        radius = extra + int(math.floor(side / 2 + 0.5))
-        dy, dx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-        inside = dy**2 + dx**2 <= radius**2
-        yy, xx = dy[inside] + cr, dx[inside] + cc
-        ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-        flat = yy[ok] * w + xx[ok]
-        flat = flat[~union[flat]]
-        rows_out.append(np.full(flat.size, k))
-        cols_out.append(flat)
-    if rows_out:
-        rr, cc_ = np.concatenate(rows_out), np.concatenate(cols_out)
-    else:
-        rr = cc_ = np.zeros(0, dtype=np.int64)
-    return sp.csr_matrix((np.ones(rr.size, dtype=bool), (rr, cc_)), shape=(m.shape[0], h * w))
-
-
-def extract_traces(
-    movie: Any,
-    masks: Any,
-    frame_shape: tuple[int, int] | None = None,
-    um_per_px: float = 0.78,
-    neuropil_coef: float = 0.75,
-    radius_um: float = 5.0,
-    chunk: int = 256,
-) -> np.ndarray:
-    """Neuropil-subtracted traces ``(mean_mask - coef * mean_neuropil) * area``, streamed over frames.
-
-    Parameters
-    ----------
-    movie : array-like
-        ``(T, H, W)``: NumPy array, memmap or h5py dataset (binned and
-        cropped, not homomorphic-filtered).
-    masks : array-like or sparse
-        See :func:`as_sparse_masks`.
-    frame_shape : (H, W), optional
-        For sparse masks.
-    um_per_px, radius_um : float
-        Neuropil disk margin (5 um).
-    neuropil_coef : float
-        Neuropil contamination factor (0.75).
-    chunk : int
-        Frames read at once.
-
-    Returns
-    -------
-    np.ndarray
-        ``(N, T)`` float64. Empty masks give zero traces.
-    """
-    m, (h, w) = as_sparse_masks(masks, frame_shape)
-    shape = getattr(movie, "shape", None)
-    if shape is None or len(shape) != 3:
-        raise InputError(f"movie must be (T, H, W), got shape {shape}")
-    if tuple(shape[1:]) != (h, w):
-        raise InputError(f"movie frames are {tuple(shape[1:])} but masks are {(h, w)}")
-    npil = neuropil_masks(m, (h, w), um_per_px, radius_um)
-    area = np.asarray(m.sum(axis=1), dtype=np.float64).ravel()
-    n_np = np.asarray(npil.sum(axis=1), dtype=np.float64).ravel()
-    if np.any(area == 0):
-        logger.warning("%d empty mask(s): their traces are zero", int(np.sum(area == 0)))
-    # One sparse weight matrix gives the whole neuropil-corrected trace per chunk:
-    # area * (mask / area - coef * neuropil / n_np) = mask - coef * area / n_np * neuropil.
-    np_weight = np.divide(neuropil_coef * area, n_np, out=np.zeros_like(area), where=n_np > 0)
-    weights = sp.csr_matrix(m, dtype=np.float64) - sp.diags(np_weight) @ sp.csr_matrix(npil, dtype=np.float64)
-    weights = sp.csr_matrix(weights)
-    t = int(shape[0])
-    traces = np.empty((m.shape[0], t), dtype=np.float64)
-    for start in range(0, t, max(int(chunk), 1)):
-        stop = min(start + max(int(chunk), 1), t)
-        frames = np.asarray(movie[start:stop], dtype=np.float64).reshape(stop - start, h * w)
-        if not np.isfinite(frames).all():
-            raise InputError(f"the movie has non-finite values in frames {start}..{stop - 1}")
-        traces[:, start:stop] = weights @ frames.T
-    return traces
-
-
-def moving_baseline(traces: np.ndarray, half_window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Moving median and moving population SD over ``2 * half_window + 1`` frames.
-
-    Edges are reflected with the edge sample repeated (SciPy ``'reflect'``),
-    as the authors' code does.
-
-    Parameters
-    ----------
-    traces : np.ndarray
-        ``(N, T)`` or ``(T,)``.
-    half_window : int
-        90 at 6 Hz (30 s window).
-
-    Returns
-    -------
-    baseline, sd : np.ndarray
-        Same shape as ``traces``, float64.
-    """
-    x = np.atleast_2d(np.asarray(traces, dtype=np.float64))
-    size = 2 * int(half_window) + 1
-    # 1-D calls use SciPy's fast 1-D rank filter; the loop is over neurons only.
-    base = np.stack([median_filter(row, size=size, mode="reflect") for row in x]) if x.size else x.copy()
-    # Centre each row first so that E[x^2] - E[x]^2 does not lose precision.
-    centre = np.median(x, axis=1, keepdims=True) if x.shape[1] else np.zeros((x.shape[0], 1))
-    xc = x - centre
-    m1 = uniform_filter1d(xc, size=size, axis=1, mode="reflect")
-    m2 = uniform_filter1d(xc * xc, size=size, axis=1, mode="reflect")
-    sd = np.sqrt(np.clip(m2 - m1 * m1, 0.0, None))
-    if np.ndim(traces) == 1:
-        return base[0], sd[0]
-    return base, sd
+# Trace extraction lives in datasets.traces (shared with the simulator and the PSNR analysis).
 
 
 @dataclass

@@ -1,0 +1,496 @@
+"""The Neurofinder data set (``neurofinder``): 01.00, 01.01, 02.00, 02.01, 04.00, 04.01, train and test.
+
+Layout under ``<root>/neurofinder/``, as published by the challenge: either the
+extracted folder or the zip itself (read in place, frame by frame)::
+
+    neurofinder.01.00/            or  neurofinder.01.00.zip
+        images/image00000.tiff        (the same tree inside)
+        regions/regions.json          (training sets only)
+        info.json                     (rate-hz, pixels-per-micron, indicator, ...)
+    neurofinder.01.00.test/       or  neurofinder.01.00.test.zip
+
+Preparation as in the STNeuroNet paper: the movie is cropped by a fixed border
+(01: 4 px each side -> 504x504; 02: rows 4, cols 24 -> 504x464; 04: rows 16,
+cols 48 -> 480x416). Frame rate and pixel size come from ``info.json``
+(``um_per_px = 1 / pixels-per-micron``).
+
+Ground truths:
+
+- ``"grader1"`` (default): the STNeuroNet authors' grader-1 markings of the
+  cropped frame, ``<root>/stneuronet/Markings/Neurofinder/{train,test}/Grader1/FinalMasks_<id>.mat``
+  (ids 100, 101, 200, 201, 400, 401);
+- ``"neurofinder"``: the challenge's own regions (training sets only), cropped
+  like the movie; regions that lie wholly in the border are dropped.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from datasets.errors import InputError
+from datasets.layouts import (
+    RecordingStatus,
+    RemoteFile,
+    base_url,
+    fetch_command,
+    folder_bytes,
+    format_bytes,
+    load_marking,
+    marking_file,
+    open_movie,
+    read_json,
+    tiff_frames,
+)
+from datasets.masks import Masks
+from datasets.movies import Movie
+from datasets.records import Dataset, Recording
+from datasets.registry import Availability, DatasetProvider, closest
+
+__all__ = [
+    "NeurofinderProvider",
+    "NeurofinderSource",
+    "ZipTiffMovie",
+    "RECORDINGS",
+    "BORDERS",
+    "open_source",
+    "load_recording",
+]
+
+log = logging.getLogger(__name__)
+
+#: Recording names in the data set's order: each training set followed by its test set.
+RECORDINGS: tuple[str, ...] = tuple(
+    name for base in ("01.00", "01.01", "02.00", "02.01", "04.00", "04.01") for name in (base, f"{base}.test")
+)
+
+#: Border cropped from (rows, cols) on each side, by the first field of the id (prepareNeurofinder.m).
+BORDERS: dict[str, tuple[int, int]] = {"01": (4, 4), "02": (4, 24), "04": (16, 48)}
+
+_TIFF = re.compile(r"\.tiff?$", re.IGNORECASE)
+
+
+def _split(name: str) -> tuple[str, bool]:
+    """('01.00', is_test) of a recording name."""
+    return (name[: -len(".test")], True) if name.endswith(".test") else (name, False)
+
+
+def _code(base: str) -> str:
+    """The STNeuroNet file id of a Neurofinder id: '01.00' -> '100', '04.01' -> '401'."""
+    major, minor = base.split(".")
+    return f"{int(major)}{minor[-2:]}"
+
+
+def _natural(name: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+# ---------------------------------------------------------------------------- zip movie
+class ZipTiffMovie(Movie):
+    """TIFF frames read straight from a zip archive, one member per frame, in name order.
+
+    Only the members of the frames asked for are decompressed, so the published
+    ~1 GB zips need no extraction.
+    """
+
+    def __init__(self, path: str | Path, members: list[str], **crop):
+        import tifffile
+
+        self.path = Path(path)
+        self.members = list(members)
+        if not self.members:
+            raise InputError("no TIFF frames in the archive", path=self.path)
+        with zipfile.ZipFile(self.path) as zf:
+            infos = [zf.getinfo(m) for m in self.members]
+            first = self._decode(zf, self.members[0], tifffile)
+            # Frames of one size have one uncompressed size; otherwise check each header.
+            if len({i.file_size for i in infos}) > 1:
+                for m in self.members[1:]:
+                    img = self._decode(zf, m, tifffile)
+                    if img.shape != first.shape:
+                        raise InputError(
+                            f"frame {m} is {'x'.join(map(str, img.shape))}, the first frame "
+                            f"{self.members[0]} is {'x'.join(map(str, first.shape))}",
+                            path=self.path,
+                            hint="all frames of a movie must have one size",
+                        )
+        if first.ndim != 2:
+            raise InputError(f"frame {self.members[0]} has shape {first.shape}, expected 2-D", path=self.path)
+        self._shape = (len(self.members), *first.shape)
+        self._dtype = first.dtype
+        super().__init__(**crop)
+
+    def _decode(self, zf: zipfile.ZipFile, member: str, tifffile) -> np.ndarray:
+        try:
+            return tifffile.imread(io.BytesIO(zf.read(member)))
+        except Exception as exc:  # noqa: BLE001 - tifffile and zlib raise many types for damaged data
+            raise InputError(f"frame {member} is not a readable TIFF ({exc})", path=self.path) from exc
+
+    def _raw_shape(self):
+        return self._shape
+
+    def _read_raw(self, start, stop):
+        import tifffile
+
+        out = np.empty((max(stop - start, 0), *self._shape[1:]), self._dtype)
+        with zipfile.ZipFile(self.path) as zf:
+            for k, m in enumerate(self.members[start:stop]):
+                img = self._decode(zf, m, tifffile)
+                if img.shape != self._shape[1:]:
+                    raise InputError(
+                        f"frame {m} is {'x'.join(map(str, img.shape))}, expected {'x'.join(map(str, self._shape[1:]))}",
+                        path=self.path,
+                        hint="all frames of a movie must have one size",
+                    )
+                out[k] = img
+        return out
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+
+# ---------------------------------------------------------------------------- one recording
+@dataclass(frozen=True)
+class NeurofinderSource:
+    """Where one Neurofinder recording's files are: an extracted folder or a zip.
+
+    Attributes
+    ----------
+    path : Path
+        The folder ``neurofinder.XX.YY[.test]`` or the zip.
+    kind : {"folder", "zip"}
+    frames : tuple of str
+        Frame files (folder: absolute paths; zip: member names), in time order.
+    info : dict
+        The parsed ``info.json``.
+    regions : list or None
+        The parsed ``regions/regions.json``, or None (test sets).
+    """
+
+    path: Path
+    kind: str
+    frames: tuple[str, ...]
+    info: dict
+    regions: list | None
+
+
+def open_source(path: str | Path, *, expect_regions: bool | None = None) -> NeurofinderSource:
+    """Validate a Neurofinder folder or zip and read its small files (not its frames).
+
+    Parameters
+    ----------
+    path : str or Path
+        ``neurofinder.XX.YY[.test]`` folder or ``.zip``.
+    expect_regions : bool, optional
+        True for a training set (``regions/regions.json`` required), False for
+        a test set; None to accept either.
+
+    Raises
+    ------
+    InputError
+        Naming the path and the fix for a missing or partial folder, a zip that
+        is not a Neurofinder set, or a damaged ``info.json``/``regions.json``.
+    """
+    path = Path(path)
+    refetch = "re-extract or re-download it (python -m bench fetch neurofinder --only ID)"
+    if path.is_dir():
+        images = path / "images"
+        if not images.is_dir():
+            raise InputError("missing the images/ folder of TIFF frames", path=images, hint=refetch)
+        frames = tuple(str(p) for p in tiff_frames(images))
+        info_path = path / "info.json"
+        if not info_path.is_file():
+            raise InputError("missing info.json (frame rate and pixel size)", path=info_path, hint=refetch)
+        info = read_json(info_path)
+        reg_path = path / "regions" / "regions.json"
+        regions = _parse_regions(reg_path.read_bytes(), reg_path) if reg_path.is_file() else None
+        if expect_regions and regions is None:
+            raise InputError(
+                "a training set has images but no regions/regions.json",
+                path=reg_path,
+                hint=f"partial folder: {refetch}",
+            )
+        return NeurofinderSource(path, "folder", frames, info, regions)
+
+    if not path.is_file():
+        raise InputError("not found", path=path)
+    if not zipfile.is_zipfile(path):
+        raise InputError("not a zip archive", path=path, hint=f"a truncated download? {refetch}")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if not n.endswith("/") and "__MACOSX" not in n]
+            frames = sorted((n for n in names if _TIFF.search(n) and "/images/" in f"/{n}"), key=_natural)
+            infos = [n for n in names if n.rsplit("/", 1)[-1] == "info.json"]
+            if not frames or not infos:
+                missing = [w for w, ok in (("images/*.tiff", frames), ("info.json", infos)) if not ok]
+                raise InputError(
+                    f"not a Neurofinder data set: no {' and no '.join(missing)} inside",
+                    path=path,
+                    hint="expected the published neurofinder.XX.YY[.test].zip",
+                )
+            prefix = frames[0][: frames[0].rfind("images/")]
+            info_name = prefix + "info.json" if prefix + "info.json" in names else infos[0]
+            info = _parse_info(zf.read(info_name), f"{path}:{info_name}")
+            reg_name = prefix + "regions/regions.json"
+            regions = _parse_regions(zf.read(reg_name), f"{path}:{reg_name}") if reg_name in names else None
+    except zipfile.BadZipFile as exc:
+        raise InputError(f"damaged zip archive ({exc})", path=path, hint=refetch) from exc
+    if expect_regions and regions is None:
+        raise InputError("a training set without regions/regions.json inside", path=path, hint=refetch)
+    return NeurofinderSource(path, "zip", tuple(frames), info, regions)
+
+
+def _parse_info(raw: bytes, where) -> dict:
+    try:
+        info = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"not a readable info.json ({exc})", path=where) from exc
+    if not isinstance(info, dict):
+        raise InputError("info.json must hold a JSON object", path=where)
+    return info
+
+
+def _parse_regions(raw: bytes, where) -> list:
+    try:
+        regions = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"not a readable regions.json ({exc})", path=where) from exc
+    if not isinstance(regions, list) or not all(isinstance(r, dict) and "coordinates" in r for r in regions):
+        raise InputError("expected a list of {'coordinates': [[row, col], ...]}", path=where)
+    return regions
+
+
+def _rate_and_pixel(info: dict, where: Path) -> tuple[float, float]:
+    rate = info.get("rate-hz")
+    ppm = info.get("pixels-per-micron")
+    if not isinstance(rate, (int, float)) or rate <= 0:
+        raise InputError(f"info.json has no positive 'rate-hz' (got {rate!r})", path=where)
+    if not isinstance(ppm, (int, float)) or ppm <= 0:
+        raise InputError(f"info.json has no positive 'pixels-per-micron' (got {ppm!r})", path=where)
+    return float(rate), 1.0 / float(ppm)
+
+
+def _regions_masks(regions: list, raw_shape: tuple[int, int], rows: slice, cols: slice, where) -> Masks:
+    coords = []
+    for r in regions:
+        c = np.asarray(r["coordinates"], dtype=np.int64).reshape(-1, 2)
+        coords.append((c[:, 0], c[:, 1]))
+    try:
+        masks = Masks.from_coordinates(coords, raw_shape)
+    except InputError as exc:
+        raise InputError(str(exc), path=where, hint="the regions do not fit the movie frame") from exc
+    cropped = masks.crop(rows, cols)
+    keep = np.flatnonzero(cropped.areas > 0)
+    if keep.size < cropped.n:
+        # A region wholly inside the cropped border cannot be detected in the analysed frame.
+        log.info("%s: %d region(s) lie wholly in the cropped border and were dropped", where, cropped.n - keep.size)
+    return cropped.subset(keep)
+
+
+def load_recording(name: str, source: NeurofinderSource, markings: Path | None = None) -> Recording:
+    """A :class:`Recording` of one Neurofinder set, cropped as in the paper.
+
+    Parameters
+    ----------
+    name : str
+        ``XX.YY`` or ``XX.YY.test``.
+    source : NeurofinderSource
+        From :func:`open_source`.
+    markings : Path, optional
+        The grader-1 ``FinalMasks_<id>.mat`` file; its ground truth is added when it exists.
+    """
+    base, is_test = _split(name)
+    series = base.split(".")[0]
+    if series not in BORDERS:
+        raise InputError(f"no crop is defined for Neurofinder {base}", hint=f"known series: {', '.join(BORDERS)}")
+    br, bc = BORDERS[series]
+    if source.kind == "zip":
+        probe = ZipTiffMovie(source.path, list(source.frames))
+    else:
+        probe = open_movie(Path(source.path) / "images")
+    h, w = probe.frame_shape
+    if h <= 2 * br or w <= 2 * bc:
+        raise InputError(f"frames are {h}x{w}, too small for the {br}/{bc} px border crop", path=source.path)
+    rows, cols = slice(br, h - br), slice(bc, w - bc)
+    if source.kind == "zip":
+        movie = ZipTiffMovie(source.path, list(source.frames), rows=rows, cols=cols)
+    else:
+        movie = open_movie(Path(source.path) / "images", rows=rows, cols=cols)
+    if (h, w) != (512, 512):
+        log.warning("%s: frames are %dx%d, the published sets are 512x512", source.path, h, w)
+    info_where = source.path / "info.json" if source.kind == "folder" else source.path
+    fps, um = _rate_and_pixel(source.info, info_where)
+
+    gts: dict = {}
+    if markings is not None and Path(markings).is_file():
+        gts["grader1"] = lambda p=Path(markings), f=movie.frame_shape: load_marking(p, "neurofinder", f)
+    if source.regions is not None and not is_test:
+        where = source.path / "regions" / "regions.json" if source.kind == "folder" else source.path
+        gts["neurofinder"] = lambda: _regions_masks(source.regions, (h, w), rows, cols, where)
+    return Recording(
+        name=name,
+        movie=movie,
+        fps=fps,
+        um_per_px=um,
+        ground_truths=gts,
+        indicator=source.info.get("indicator"),
+        split="test" if is_test else "train",
+        group=base,
+        provenance={
+            "source": str(source.path),
+            "layout": source.kind,
+            "crop": {"rows": [rows.start, rows.stop], "cols": [cols.start, cols.stop]},
+            "info": source.info,
+            "markings": str(markings) if markings is not None and Path(markings).is_file() else None,
+        },
+    )
+
+
+# ---------------------------------------------------------------------------- provider
+class NeurofinderProvider(DatasetProvider):
+    """The six Neurofinder sets used by STNeuroNet, each with its training and test movie."""
+
+    name = "neurofinder"
+    description = "Neurofinder 01.00-04.01 train/test (GCaMP6), cropped as in STNeuroNet; grader-1 and original GT"
+    recordings = RECORDINGS
+
+    # -- files
+    def folder(self, root: Path) -> Path:
+        return Path(root) / "neurofinder"
+
+    def _candidates(self, root: Path, name: str) -> tuple[Path, Path]:
+        d = self.folder(root)
+        return d / f"neurofinder.{name}", d / f"neurofinder.{name}.zip"
+
+    def _marking_rel(self, name: str) -> str:
+        base, is_test = _split(name)
+        return f"Neurofinder/{'test' if is_test else 'train'}/Grader1/FinalMasks_{_code(base)}.mat"
+
+    def marking_path(self, root: Path, name: str) -> Path:
+        """Where the grader-1 marking file of a recording is kept."""
+        return Path(root) / "stneuronet" / "Markings" / self._marking_rel(name)
+
+    def _select(self, only: Iterable[str] | None) -> tuple[list[str], bool]:
+        if not only:
+            return list(self.recordings), True
+        names, markings_only = [], False
+        for token in only:
+            if token == "markings":
+                markings_only = True
+                continue
+            token = token.removeprefix("neurofinder.")
+            if token not in self.recordings:
+                raise InputError(f"neurofinder has no recording '{token}'", hint=closest(token, self.recordings))
+            names.append(token)
+        if markings_only and not names:
+            return list(self.recordings), False
+        return names, not markings_only
+
+    def remote_files(
+        self, root: Path, only: Iterable[str] | None = None, base_urls: dict[str, str] | None = None
+    ) -> list[RemoteFile]:
+        """The zips and grader-1 marking files of the selected recordings (``only``: ids or ``markings``)."""
+        names, movies = self._select(only)
+        out = []
+        for name in names:
+            folder, zpath = self._candidates(root, name)
+            if movies:
+                out.append(
+                    RemoteFile(
+                        url=f"{base_url('neurofinder', base_urls)}/neurofinder.{name}.zip",
+                        dest=f"neurofinder/{zpath.name}",
+                        recording=name,
+                        alternatives=(f"neurofinder/{folder.name}/images",),
+                    )
+                )
+            out.append(marking_file(self._marking_rel(name), base_urls, recording=name))
+        return out
+
+    # -- listing
+    def _on_disk(self, root: Path, name: str) -> Path | None:
+        folder, zpath = self._candidates(root, name)
+        if (folder / "images").is_dir():
+            return folder
+        if zpath.is_file():
+            return zpath
+        if folder.is_dir():
+            return folder  # partial folder: reported by load with the fix
+        return None
+
+    def inventory(self, root: Path) -> list[RecordingStatus]:
+        """One :class:`RecordingStatus` per recording (no frame is read)."""
+        out = []
+        for name in self.recordings:
+            path = self._on_disk(root, name)
+            marking = self.marking_path(root, name)
+            missing = []
+            if path is None:
+                missing.append(f"neurofinder.{name}.zip")
+            if not marking.is_file():
+                missing.append(marking.name)
+            out.append(
+                RecordingStatus(
+                    name=name,
+                    on_disk=path is not None,
+                    bytes_on_disk=folder_bytes(path) if path is not None else 0,
+                    missing=tuple(missing),
+                    note="" if path is None else str(path),
+                )
+            )
+        return out
+
+    def availability(self, root: Path) -> Availability:
+        inv = self.inventory(root)
+        on = [s for s in inv if s.on_disk]
+        need = [s.name for s in inv if s.missing]
+        marked = sum(self.marking_path(root, s.name).is_file() for s in inv)
+        size = sum(s.bytes_on_disk for s in on)
+        reason = (
+            f"{len(on)}/{len(inv)} recordings on disk ({format_bytes(size)}) under {self.folder(root)}; "
+            f"grader-1 markings {marked}/{len(inv)}"
+        )
+        if on:
+            reason += f"; on disk: {', '.join(s.name for s in on)}"
+        return Availability(
+            available=bool(on),
+            reason=reason,
+            how_to_get=fetch_command(self.name, need if len(need) < len(inv) else []) if need else "",
+            recordings_on_disk=len(on),
+            recordings_total=len(inv),
+        )
+
+    # -- loading
+    def load(self, root: Path) -> Dataset:
+        recs = []
+        missing = []
+        for name in self.recordings:
+            path = self._on_disk(root, name)
+            if path is None:
+                missing.append(name)
+                continue
+            _, is_test = _split(name)
+            source = open_source(path, expect_regions=not is_test)
+            recs.append(load_recording(name, source, self.marking_path(root, name)))
+        if not recs:
+            raise InputError(
+                "no Neurofinder recording on disk",
+                path=self.folder(root),
+                hint=f"run `{fetch_command(self.name, [])}` or put the published zips there",
+            )
+        if missing:
+            log.warning(
+                "neurofinder: %d recording(s) not on disk (%s); get them with `%s`",
+                len(missing),
+                ", ".join(missing),
+                fetch_command(self.name, missing),
+            )
+        return Dataset(self.name, recs, self.description, default_grader="grader1")
