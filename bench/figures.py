@@ -93,3 +93,61 @@ def f1_vs_speed(rows, grader: str, path: Path) -> Path:
     out = save(fig, path)
     plt.close(fig)
     return out
+
+
+def detection_vs_psnr(neurons: list[dict], path: Path, bins=None) -> Path:
+    """Share of GT neurons detected per PSNR bin, one line per method (cf. the paper's Fig. 4E)."""
+    from bench.psnr import DEFAULT_BINS, detection_by_bin
+
+    bins = DEFAULT_BINS if bins is None else bins
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    labels = [f"{lo:g}–{hi:g}" if np.isfinite(hi) else f"≥{lo:g}" for lo, hi in zip(bins[:-1], bins[1:])]
+    by = defaultdict(list)
+    for r in neurons:
+        by[r["method"]].append((float(r["psnr"]), bool(int(r["detected"]))))
+    for m in sorted(by):
+        psnr, det = (np.asarray(v) for v in zip(*by[m]))
+        share = [b["share"] for b in detection_by_bin(psnr, det, bins)]
+        ax.plot(range(len(labels)), share, "o-", label=m)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlabel("PSNR of the GT neuron")
+    ax.set_ylabel("share of GT neurons detected")
+    ax.set_ylim(0, 1.05)
+    if by:
+        ax.legend(frameon=False, fontsize=8, loc="lower right")
+    fig.tight_layout()
+    out = save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def overlay(correlation: np.ndarray, gt, methods: dict, path: Path, title: str = "") -> Path:
+    """GT outlines (white) and each method's outlines on the correlation image, one panel per method (Fig. 3A)."""
+    plt = _plt()
+    from skimage.segmentation import find_boundaries
+
+    n = max(len(methods), 1)
+    cols = min(n, 3)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.5 * rows), squeeze=False)
+    lo, hi = np.percentile(correlation, [1, 99.5])
+    # GT drawn just outside its masks and methods just inside theirs, so identical masks show both.
+    gt_edge = find_boundaries(gt.to_label_image(), mode="outer") if gt.n else np.zeros(correlation.shape, bool)
+    for ax, (name, masks) in zip(axes.ravel(), sorted(methods.items()) or [("no method", None)]):
+        ax.imshow(correlation, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+        rgba = np.zeros((*correlation.shape, 4))
+        rgba[gt_edge] = (1, 1, 1, 0.9)
+        if masks is not None and masks.n:
+            edge = find_boundaries(masks.to_label_image(), mode="inner")
+            rgba[edge] = (1.0, 0.35, 0.1, 0.9)
+        ax.imshow(rgba, interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        ax.set_axis_off()
+    for ax in axes.ravel()[len(methods) :]:
+        ax.set_axis_off()
+    fig.suptitle(title + "  (white: ground truth, orange: method)", fontsize=9)
+    fig.tight_layout()
+    out = save(fig, path)
+    plt.close(fig)
+    return out

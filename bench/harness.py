@@ -555,5 +555,5 @@ def _write_csv(path: Path, rows: list[dict], columns: Sequence[str]) -> None:
     w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+        w.writerow({k: (repr(float(v)) if isinstance(v, float) else v) for k, v in r.items()})
     atomic_write_text(path, buf.getvalue())

@@ -77,7 +77,7 @@ def _fmt(value) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return "" if math.isnan(value) else repr(value)
+        return "" if math.isnan(value) else repr(float(value))
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
     return str(value)
