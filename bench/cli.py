@@ -266,6 +266,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         memory_mb=args.memory_mb,
         progress=not args.quiet,
+        retry_failed=args.retry_failed,
     )
     print(f"results: {table}")
     if not args.no_report:
@@ -409,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, default=None, help="seconds per method run (default: the method's)")
     r.add_argument("--memory-mb", type=float, default=None, help="memory limit per method run")
     r.add_argument("--resume", action="store_true", help="add to an output folder holding a different run")
-    r.add_argument("--force", action="store_true", help="replace an output folder holding a different run")
+    r.add_argument("--force", action="store_true", help="start afresh, deleting what the output folder holds")
+    r.add_argument("--retry-failed", action="store_true", help="run again units that failed in an earlier attempt")
     r.add_argument("--no-report", action="store_true", help="do not write the report")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)

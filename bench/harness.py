@@ -93,8 +93,17 @@ def params_hash(params: dict) -> str:
     return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+def split_label(entry: str) -> tuple[str, str]:
+    """``'LABEL=REF'`` -> (LABEL, REF); a bare reference is its own label."""
+    label, sep, ref = entry.partition("=")
+    return (label.strip(), ref.strip()) if sep else (entry.strip(), entry.strip())
+
+
 def select_methods(spec: str) -> tuple[str, ...]:
-    """Method references from ``'a,b'`` or ``'all'`` (every available method that needs no argument)."""
+    """Method entries from ``'a,b'`` or ``'all'`` (every available method that needs no argument).
+
+    An entry may carry a label for the tables: ``'ST=files:out/ST_{recording}.mat'``.
+    """
     if spec.strip() == "all":
         chosen = []
         for name, m in methods().items():
@@ -107,8 +116,12 @@ def select_methods(spec: str) -> tuple[str, ...]:
                 log.info("skipping method %s: %s", name, reason)
         return tuple(chosen)
     names = tuple(s.strip() for s in spec.split(",") if s.strip())
+    labels = [split_label(n)[0] for n in names]
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise InputError(f"method label(s) {', '.join(dupes)} given twice")
     for n in names:
-        get_method(n)  # unknown names fail early, with a suggestion
+        get_method(split_label(n)[1])  # unknown names fail early, with a suggestion
     return names
 
 
@@ -200,7 +213,7 @@ def _check_out_dir(out: Path, config: RunConfig, resume: bool, force: bool) -> d
     meta_path = out / "run.json"
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
-        if meta.get("config") == _config_dict(config) or resume:
+        if not force and (meta.get("config") == _config_dict(config) or resume):
             return meta
         if not force:
             raise InputError(
@@ -242,6 +255,7 @@ def run_benchmark(
     progress: bool = True,
     dataset: Dataset | None = None,
     analyse_psnr: bool = True,
+    retry_failed: bool = False,
 ) -> Path:
     """Run, score and tabulate; returns the path of ``results.csv``.
 
@@ -252,7 +266,10 @@ def run_benchmark(
     out : Path
         Output folder: ``run.json``, ``results.csv``, ``units/``.
     resume, force : bool
-        Continue, or replace, an output folder holding a different run.
+        Continue an output folder holding a different run; or start afresh,
+        deleting what the folder holds.
+    retry_failed : bool
+        Run again the units that failed (crash, timeout, error) in an earlier attempt.
     jobs : int
         Units run at once (each in its own worker process).
     timeout_s, memory_mb : float, optional
@@ -271,14 +288,17 @@ def run_benchmark(
     recs = list(ds.recordings if config.split == "all" else ds.split(config.split)) or list(ds.recordings)
     env = environment()
     meta["environment"] = env
+    meta["default_grader"] = ds.default_grader
     atomic_write_text(out / "run.json", json.dumps(meta, indent=2))
     store = UnitStore(out / "units")
 
     units: list[Unit] = []
     failures: dict[str, str] = {}
     adapters: dict[str, Method] = {}
-    for name in config.methods:
-        m = get_method(name)
+    refs = dict(split_label(e) for e in config.methods)
+    for entry in config.methods:
+        name, ref = split_label(entry)
+        m = get_method(ref)
         ok, reason = m.is_available()
         if not ok:
             failures[name] = f"unavailable: {reason}"
@@ -295,7 +315,7 @@ def run_benchmark(
     todo = []
     for u in units:
         info = store.load(u)
-        if info is None:
+        if info is None or (retry_failed and info["status"] != "ok"):
             todo.append(u)
         else:
             done[u.key] = info
@@ -304,7 +324,7 @@ def run_benchmark(
     def execute(u: Unit) -> tuple[Unit, dict]:
         m = adapters[u.method]
         limits = WorkerLimits(timeout_s=timeout_s or getattr(m, "default_timeout_s", 3600.0), memory_mb=memory_mb)
-        return u, store.save(u, run_in_worker(u.method, u.recording, u.params, limits=limits))
+        return u, store.save(u, run_in_worker(refs[u.method], u.recording, u.params, limits=limits))
 
     bar = _progress(len(units), len(done), progress)
     table = out / "results.csv"
@@ -371,7 +391,8 @@ def _score_rows(config: RunConfig, rec: Recording, info: dict) -> list[dict]:
 
 def _timing(info: dict) -> dict:
     proc = info["process_s"]
-    fps = info["frames"] / proc if proc and not math.isnan(proc) and proc > 0 else float("nan")
+    ok = info["frames"] and proc and not math.isnan(proc) and proc > 0
+    fps = info["frames"] / proc if ok else float("nan")  # no movie read: no speed
     return {
         "init_s": info["init_s"],
         "process_s": proc,
@@ -405,7 +426,7 @@ def _rows(config, ds, recs, units, done, failures, run_id, hardware) -> tuple[li
         if u.key in done:
             by.setdefault(u.method, {}).setdefault(u.recording.name, []).append((u, done[u.key]))
     f1_cache: dict = {}
-    for method in config.methods:
+    for method in (split_label(e)[0] for e in config.methods):
         if method in failures:
             for rec in recs:
                 rows.append(
@@ -501,7 +522,7 @@ def _side_tables(out: Path, config: RunConfig, ds: Dataset, recs, chosen: dict, 
                 cache.parent.mkdir(exist_ok=True)
                 psnr = neuron_psnr(rec, grader)
                 np.save(cache, psnr)
-        for method in config.methods:
+        for method in (split_label(e)[0] for e in config.methods):
             info = chosen.get((method, rec.name))
             if info is None or info["status"] != "ok":
                 continue
@@ -540,7 +561,7 @@ def _overlay_material(out: Path, config: RunConfig, ds: Dataset, recs, chosen: d
     if not img.is_file():
         np.save(img, summary_images(rec.movie)["corr"].astype(np.float32))
     rec.ground_truth(_default_grader(ds, rec)).save(folder / "gt.npz")
-    for method in config.methods:
+    for method in (split_label(e)[0] for e in config.methods):
         info = chosen.get((method, rec.name))
         if info is not None and info["status"] == "ok":
             info["masks"].save(folder / f"method__{_safe(method)}.npz")

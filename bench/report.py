@@ -61,7 +61,8 @@ def summary_table(rows: list[dict], grader: str) -> list[dict]:
             entry[metric] = mean_sd(vals)
         c = comps.get(m)
         entry["p_vs_best"] = c.p_holm if c else float("nan")
-        entry["effect_vs_best"] = (c.effect if c.a == best else -c.effect) if c else float("nan")
+        # c.effect > 0 means c.a scored higher; report it from method m's side.
+        entry["effect_vs_best"] = (c.effect if c.a == m else -c.effect) if c else float("nan")
         entry["best"] = m == best
         table.append(entry)
     return table
@@ -118,7 +119,9 @@ def make_report(results: Path, out: Path, *, figures: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     datasets = sorted({r["dataset"] for r in rows})
     graders = sorted({r["grader"] for r in rows if r["grader"]})
-    default = "default" if "default" in graders else (graders[0] if graders else "")
+    default = meta.get("default_grader") or ("default" if "default" in graders else (graders[0] if graders else ""))
+    if default not in graders:
+        default = graders[0] if graders else ""
     graders = [default] + [g for g in graders if g != default] if graders else []
     n_rec = len({r["recording"] for r in rows})
 
@@ -133,7 +136,10 @@ def make_report(results: Path, out: Path, *, figures: bool = True) -> Path:
         f"Python {env.get('python', '?')}; "
         + ", ".join(f"{k} {v}" for k, v in sorted(env.get("versions", {}).items())),
         "",
-        "Values are mean ± SD over recordings (each scored with the parameters tuned on the others). "
+        "Values are mean ± SD over recordings"
+        + (" (each scored with the parameters tuned on the others). " if cfg.get("tune") == "loo"
+           else " (default parameters; no tuning). ")
+        +
         "Tests: two-sided Wilcoxon rank-sum against the method with the best mean F1, Holm-corrected over all "
         "pairs; * P < 0.05, ** P < 0.005; effect = rank-biserial correlation (positive: better than the best). "
         f"With {n_rec} recordings per method the smallest attainable p is "
@@ -146,6 +152,7 @@ def make_report(results: Path, out: Path, *, figures: bool = True) -> Path:
         md += [f"## Ground truth: {g}", "", _markdown_table(table, n_rec), ""]
         for e in table:
             summary_rows.append(_flat(e))
+    md += _per_recording_section(rows, default)
     failures = [r for r in rows if r["status"] != "ok"]
     if failures:
         md += ["## Failures", "", "| method | recording | status | message |", "|---|---|---|---|"]
@@ -166,7 +173,9 @@ def make_report(results: Path, out: Path, *, figures: bool = True) -> Path:
         from bench.figures import detection_vs_psnr, f1_vs_speed, metric_panels
 
         md += ["## Figures", ""]
-        for name, fn in (("scores", metric_panels), ("f1_vs_speed", f1_vs_speed)):
+        timed = any(r["status"] == "ok" and math.isfinite(r["frames_per_s"]) for r in rows)
+        panels = (("scores", metric_panels), ("f1_vs_speed", f1_vs_speed)) if timed else (("scores", metric_panels),)
+        for name, fn in panels:
             for ext in ("png", "svg"):
                 fn(rows, default, out / f"{name}.{ext}")
             md += [f"![{name}]({name}.png)", ""]
@@ -191,6 +200,19 @@ def _read_csv(path: Path) -> list[dict]:
         return []
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def _per_recording_section(rows: list[dict], grader: str) -> list[str]:
+    """F1 of every method on every recording (ground truth ``grader``)."""
+    f1 = _per_recording(rows, grader, "f1")
+    if not f1:
+        return []
+    recs = sorted({k for m in f1 for k in f1[m]})
+    lines = [f"## F1 per recording (ground truth: {grader})", "", "| method | " + " | ".join(recs) + " |",
+             "|---|" + "---|" * len(recs)]
+    for m in sorted(f1):
+        lines.append(f"| {m} | " + " | ".join(f"{f1[m][k]:.4f}" if k in f1[m] else "–" for k in recs) + " |")
+    return lines + [""]
 
 
 def _psnr_section(neurons: list[dict]) -> list[str]:

@@ -24,8 +24,10 @@ class Recording:
     ----------
     name : str
         Identifier unique within its data set (e.g. ``"01.00.test"``).
-    movie : Movie
-        The lazily opened (T, H, W) movie, already cropped as the data set prescribes.
+    movie : Movie or None
+        The lazily opened (T, H, W) movie, already cropped as the data set
+        prescribes; None for a recording known only by its masks (published
+        outputs scored without the movie), which then needs ``shape``.
     fps : float
         Frame rate in Hz.
     um_per_px : float
@@ -41,10 +43,12 @@ class Recording:
         Recordings of one group share a field of view or animal (leave-one-group-out).
     provenance : dict
         Source URLs, file checksums, generator parameters.
+    shape : (int, int), optional
+        Frame shape when there is no movie.
     """
 
     name: str
-    movie: Movie
+    movie: Movie | None
     fps: float
     um_per_px: float
     ground_truths: Mapping[str, GroundTruthSource] = field(default_factory=dict)
@@ -52,6 +56,7 @@ class Recording:
     split: str = "test"
     group: str | None = None
     provenance: dict = field(default_factory=dict)
+    shape: tuple[int, int] | None = None
     _loaded: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -59,6 +64,8 @@ class Recording:
             raise InputError(f"recording {self.name}: frame rate must be > 0 Hz, got {self.fps}")
         if not self.um_per_px or self.um_per_px <= 0:
             raise InputError(f"recording {self.name}: pixel size must be > 0 um, got {self.um_per_px}")
+        if self.movie is None and self.shape is None:
+            raise InputError(f"recording {self.name}: without a movie, the frame shape must be given")
         if self.split not in ("train", "test"):
             raise InputError(f"recording {self.name}: split must be 'train' or 'test', got {self.split!r}")
 
@@ -69,11 +76,12 @@ class Recording:
 
     @property
     def frame_shape(self) -> tuple[int, int]:
-        return self.movie.frame_shape
+        return self.movie.frame_shape if self.movie is not None else tuple(self.shape)
 
     @property
     def n_frames(self) -> int:
-        return self.movie.n_frames
+        """Frames of the movie (0 without one)."""
+        return self.movie.n_frames if self.movie is not None else 0
 
     def ground_truth(self, grader: str = "default") -> Masks:
         """The masks of one grader, loaded on first use and checked against the frame."""

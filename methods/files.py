@@ -9,6 +9,7 @@ enter the same tables as methods run here. ``PATTERN`` is a path with
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -50,11 +51,14 @@ class SavedMasks(Method):
         if not self.pattern:
             raise InputError("method 'files' needs a pattern", hint="use files:PATH/{recording}.mat")
         try:
-            return Path(self.pattern.format(recording=recording.name))
+            path = Path(self.pattern.format(recording=recording.name))
         except (KeyError, IndexError) as exc:
             raise InputError(
                 f"method 'files': bad pattern {self.pattern!r}", hint="only {recording} may be used"
             ) from exc
+        # In a worker, a relative pattern means the folder the run was started from.
+        origin = os.environ.get("BENCH_ORIGIN_CWD")
+        return path if path.is_absolute() or not origin else Path(origin) / path
 
     def segment(self, recording: Recording, params: dict[str, Any]) -> Segmentation:
         unknown = set(params) - {"var", "axes"}

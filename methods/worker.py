@@ -191,7 +191,9 @@ def run_in_worker(
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _movie_spec(recording: Recording, work: Path) -> dict:
+def _movie_spec(recording: Recording, work: Path) -> dict | None:
+    if recording.movie is None:
+        return None
     try:
         return recording.movie.to_spec()
     except InputError:
@@ -216,6 +218,7 @@ def _run(entry, arg, method, recording, params, limits, python, work: Path) -> W
             "indicator": recording.indicator,
             "split": recording.split,
             "group": recording.group,
+            "shape": list(recording.frame_shape),
             "movie": _movie_spec(recording, work),
         },
         "out": str(work / "out"),
@@ -235,6 +238,8 @@ def _run(entry, arg, method, recording, params, limits, python, work: Path) -> W
         CAIMAN_TEMP=str(work / "caiman"),
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p),
         PYTHONUNBUFFERED="1",
+        # The worker runs in its job folder; relative paths given by the user mean the caller's folder.
+        BENCH_ORIGIN_CWD=os.getcwd(),
     )
     logfile = work / "worker.log"
     start = time.perf_counter()
@@ -379,9 +384,10 @@ def _worker_main(job_path: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         r = job["recording"]
-        movie = movie_from_spec(r["movie"])
+        movie = movie_from_spec(r["movie"]) if r["movie"] is not None else None
         # No ground truth crosses into the worker: a method cannot return it.
-        rec = Recording(r["name"], movie, r["fps"], r["um_per_px"], {}, r["indicator"], r["split"], r["group"])
+        rec = Recording(r["name"], movie, r["fps"], r["um_per_px"], {}, r["indicator"], r["split"], r["group"],
+                        shape=tuple(r["shape"]))
         module, _, attr = job["entry"].partition(":")
         obj = getattr(importlib.import_module(module), attr)
         method = obj(job["arg"]) if job["arg"] is not None else obj()

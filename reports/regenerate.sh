@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Regenerate the committed reports. Run from the repository root.
+#   bash reports/regenerate.sh published   # score the published ABO outputs in ../shared/fixtures (about 2 min)
+#   bash reports/regenerate.sh default     # the README's main job on the synthetic data set
+#   bash reports/regenerate.sh tables      # only redraw every report from its committed results table
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-tables}
+F=../shared/fixtures/abo275
+published() {
+  local rule=$1
+  BENCH_PUBLISHED_ABO275=$F python -m bench run --dataset abo275-published --tune none --split all --rule "$rule" \
+    --methods "STNeuroNet=files:$F/ST_{recording}.mat,SUNS=files:$F/SUNS_{recording}.mat,SUNS-online=files:$F/SUNSO_{recording}.mat,Suite2p=files:$F/S2P_{recording}.mat,CaImAn-Batch=files:$F/CB_{recording}.mat,CaImAn-Online=files:$F/CO_{recording}.mat" \
+    --out "reports/abo275-published-$rule" --force --quiet
+}
+case "$what" in
+  published) published stnn; published suns ;;
+  default) python -m bench run --out reports/synthetic --force ;;
+  tables) for d in reports/*/; do [ -f "$d/results.csv" ] && python -m bench report "$d" --out "$d/report"; done ;;
+  *) echo "usage: $0 published|default|tables" >&2; exit 2 ;;
+esac
