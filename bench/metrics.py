@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
 from datasets.errors import InputError
 from datasets.masks import Masks
+from datasets.matching import assign, f1_score
 
 __all__ = ["MatchOptions", "Score", "match", "CombinedScore", "neurofinder_combined", "f1_score"]
 
@@ -112,33 +112,6 @@ class Score:
         }
 
 
-def f1_score(tp: int, n_gt: int, n_pred: int) -> tuple[float, float, float]:
-    """Recall, precision and F1 with 0 (not NaN) for empty denominators."""
-    recall = tp / n_gt if n_gt else 0.0
-    precision = tp / n_pred if n_pred else 0.0
-    f1 = 2 * recall * precision / (recall + precision) if recall + precision > 0 else 0.0
-    return recall, precision, f1
-
-
-def _admissible_pairs(gt: Masks, pred: Masks, opts: MatchOptions):
-    """(i, j, cost, iou) of every pair allowed to match, cost in [0, 1 - iou]."""
-    i, j, inter = gt.overlaps(pred)
-    a, b = gt.areas[i], pred.areas[j]
-    iou = inter / (a + b - inter)
-    # Cost 1 - IoU; the tolerance keeps IoU exactly at the threshold admissible
-    # despite rounding (e.g. 1 - 0.5 computed as 0.5000000001).
-    cost = 1.0 - iou
-    ok = iou >= opts.iou - 1e-12
-    if opts.rule == "stnn":
-        contained = (inter == a) | (inter == b)
-        cost = np.where(contained, 0.0, cost)
-        ok |= contained
-    if opts.centroid_gate is not None:
-        d = np.linalg.norm(gt.centroids[i] - pred.centroids[j], axis=1)
-        ok &= d <= opts.centroid_gate
-    return i[ok], j[ok], cost[ok], iou[ok]
-
-
 def match(
     gt: Masks,
     pred: Masks,
@@ -177,31 +150,7 @@ def match(
     1.0
     """
     opts = MatchOptions(iou=iou, rule=rule, centroid_gate=centroid_gate)
-    if gt.shape != pred.shape:
-        raise InputError(
-            f"ground truth frame {gt.shape[0]}x{gt.shape[1]} differs from the detections' frame "
-            f"{pred.shape[0]}x{pred.shape[1]}"
-        )
-    i, j, cost, pair_iou = _admissible_pairs(gt, pred, opts)
-    gi = gj = np.zeros(0, np.int64)
-    piou = np.zeros(0)
-    if i.size:
-        # Solve only over masks that have an admissible partner.
-        rows, ri = np.unique(i, return_inverse=True)
-        cols, ci = np.unique(j, return_inverse=True)
-        # A penalty above the largest possible sum of real costs (each <= 1)
-        # makes the assignment maximise the number of admissible pairs first.
-        penalty = float(min(rows.size, cols.size) + 1)
-        mat = np.full((rows.size, cols.size), penalty)
-        mat[ri, ci] = cost
-        r, c = linear_sum_assignment(mat)
-        real = mat[r, c] < penalty
-        r, c = r[real], c[real]
-        lookup = np.full((rows.size, cols.size), np.nan)
-        lookup[ri, ci] = pair_iou
-        gi, gj, piou = rows[r], cols[c], lookup[r, c]
-        order = np.argsort(gi)
-        gi, gj, piou = gi[order], gj[order], piou[order]
+    gi, gj, piou = assign(gt, pred, iou=iou, rule=rule, centroid_gate=centroid_gate)
     tp = int(gi.size)
     recall, precision, f1 = f1_score(tp, gt.n, pred.n)
     return Score(

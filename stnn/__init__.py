@@ -10,13 +10,31 @@ preprocess
     Crop, temporal binning, homomorphic filtering and SD normalisation (streaming).
 labels
     Spike detection on GT traces and spatio-temporal training labels.
+postprocess
+    Probability maps -> neuron masks (threshold, watershed, fusion across windows).
+infer
+    :func:`~stnn.infer.segment`: whole-movie streaming inference.
+train, tune, perf
+    Training from scratch, post-processing tuning, speed/memory measurement.
+weights
+    Shipped weights and :func:`~stnn.weights.pretrained`.
 
 This package does not import ``bench`` or ``methods``.
 """
 
 from .labels import dprime_threshold, exponential_template, label_map, temporal_labels
 from .model import CHECKPOINT_NAMES, STNeuroNet, checkpoint_name_map, load_tf_variables
+from .postprocess import PostprocessConfig, postprocess
 from .preprocess import PreprocessConfig, preprocess, whiten
+from .weights import pretrained
+
+
+def segment(*args, **kwargs):
+    """See :func:`stnn.infer.segment` (imported lazily)."""
+    from .infer import segment as _segment
+
+    return _segment(*args, **kwargs)
+
 
 __all__ = [
     "STNeuroNet",
@@ -30,4 +48,8 @@ __all__ = [
     "exponential_template",
     "temporal_labels",
     "label_map",
+    "PostprocessConfig",
+    "postprocess",
+    "pretrained",
+    "segment",
 ]

@@ -1,0 +1,632 @@
+"""Whole-field-of-view STNeuroNet inference: movie -> probability maps -> neuron masks.
+
+Pipeline (paper Part A, "Inference and post-processing"; spec Part B section 4):
+
+1. pre-process the movie chunk by chunk (:func:`stnn.preprocess.preprocess`:
+   crop, bin to ~6 Hz, homomorphic filter, SD normalisation) into a float32
+   file in a temporary folder, so memory does not grow with the number of
+   frames (plain file reads and writes, not a memory map: the pages of a
+   written memory map count towards the process's resident memory);
+2. whiten (NiftyNet sample whitening, ``(v - mean) / std`` over the whole
+   pre-processed movie; the statistics come from one streaming pass);
+3. cut the binned movie into non-overlapping windows of ``batch_frames``
+   (120) frames over the whole field of view; several windows go through the
+   network per forward batch; each window gives one probability map;
+4. post-process the maps (:mod:`stnn.postprocess`).
+
+The last, partial window
+------------------------
+When ``T`` is not a multiple of ``batch_frames``, the authors' grid sampler
+adds one window ending at ``T`` (``[T - 120, T)``), which overlaps the
+previous one, so there are ``ceil(T / 120)`` maps. We do the same; their
+aggregator also wrote this extra window past the end when ``T % 120 == 0``
+(and dropped it silently), and added a third window between two when there
+were exactly two: neither happens here.
+
+Movies shorter than one window
+------------------------------
+The paper would not run on them. Here the binned movie is padded at its end
+with its minimum value up to ``batch_frames`` frames and a warning is
+logged; the temporal max-pool makes flat padded frames nearly neutral.
+
+Overlapping windows
+-------------------
+``overlap='mean'`` or ``'median'`` (the paper's suggested trade of speed for
+accuracy) runs windows every ``batch_frames // 2`` frames and replaces the map
+of each non-overlapping window by the mean or median of the maps of all
+windows that share at least half of its frames with it (itself included).
+It doubles the network time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from datasets.errors import InputError
+from datasets.masks import Masks
+from datasets.movies import Movie
+from datasets.records import Recording
+
+from .model import STNeuroNet
+from .postprocess import PostprocessConfig, postprocess
+from .preprocess import PreprocessConfig, RunningMoments, crop_slices, preprocess
+
+__all__ = [
+    "Timings",
+    "Segmentation",
+    "DiskFrames",
+    "MovieView",
+    "window_starts",
+    "output_blocks",
+    "default_preprocess_config",
+    "prepare_movie",
+    "probability_maps",
+    "segment",
+    "autocast_context",
+    "MIN_FRAME_PX",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Smallest frame side the network can resolve (three halvings).
+MIN_FRAME_PX = 8
+
+
+@dataclass
+class Timings:
+    """Wall-clock seconds of one :func:`segment` call.
+
+    Attributes
+    ----------
+    init_s : float
+        Model transfer to the device and prefetching the first batch of
+        windows (reported apart, as the paper's initialisation).
+    preprocess_s : float
+        Pre-processing, including reading the raw movie, and the whitening
+        statistics pass.
+    network_s : float
+        Forward passes (and reading the windows after the first batch).
+    postprocess_s : float
+        Post-processing of the maps.
+    n_frames : int
+        Binned (about 6 Hz) frames.
+    n_windows : int
+        Network windows run.
+    n_maps : int
+        Probability maps returned.
+    """
+
+    init_s: float = 0.0
+    preprocess_s: float = 0.0
+    network_s: float = 0.0
+    postprocess_s: float = 0.0
+    n_frames: int = 0
+    n_windows: int = 0
+    n_maps: int = 0
+
+    @property
+    def process_s(self) -> float:
+        """Processing time: pre-processing + network + post-processing (initialisation excluded)."""
+        return self.preprocess_s + self.network_s + self.postprocess_s
+
+    @property
+    def fps(self) -> float:
+        """Binned frames per second of the whole pipeline."""
+        return self.n_frames / self.process_s if self.process_s > 0 else float("nan")
+
+    @property
+    def network_fps(self) -> float:
+        """Binned frames per second of the network alone."""
+        return self.n_frames / self.network_s if self.network_s > 0 else float("nan")
+
+    def as_dict(self) -> dict[str, float]:
+        """Fields plus the derived rates."""
+        d = asdict(self)
+        d.update(process_s=self.process_s, fps=self.fps, network_fps=self.network_fps)
+        return d
+
+
+class Segmentation(NamedTuple):
+    """Result of :func:`segment`; unpacks as ``masks, prob_maps, timings``."""
+
+    masks: Masks
+    prob_maps: np.ndarray
+    timings: Timings
+
+
+class DiskFrames:
+    """A float32 ``(T, H, W)`` array in a raw file, read and written by slices of frames.
+
+    Unlike ``np.memmap``, touched pages are not kept in the process's
+    resident set, so peak memory stays independent of ``T``.
+    """
+
+    def __init__(self, path: str | Path, shape: tuple[int, int, int]) -> None:
+        self.path = Path(path)
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(np.float32)
+        self._frame_bytes = self.shape[1] * self.shape[2] * 4
+        with open(self.path, "wb") as f:
+            f.truncate(self.shape[0] * self._frame_bytes)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _range(self, key: Any) -> tuple[int, int]:
+        if isinstance(key, tuple):
+            if any(k != slice(None) for k in key[1:]):
+                raise IndexError("DiskFrames supports slicing frames only")
+            key = key[0]
+        if isinstance(key, int):
+            key = slice(key, key + 1)
+        start, stop, step = key.indices(self.shape[0])
+        if step != 1:
+            raise IndexError("DiskFrames supports contiguous frame ranges only")
+        return start, max(stop, start)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        start, stop = self._range(key)
+        n = stop - start
+        with open(self.path, "rb") as f:
+            f.seek(start * self._frame_bytes)
+            buf = np.fromfile(f, dtype=np.float32, count=n * self.shape[1] * self.shape[2])
+        return buf.reshape(n, self.shape[1], self.shape[2])
+
+    def __setitem__(self, key: Any, value: np.ndarray) -> None:
+        start, stop = self._range(key)
+        arr = np.ascontiguousarray(value, dtype=np.float32)
+        if arr.shape != (stop - start, self.shape[1], self.shape[2]):
+            raise ValueError(f"cannot write shape {arr.shape} into frames [{start}, {stop})")
+        with open(self.path, "r+b") as f:
+            f.seek(start * self._frame_bytes)
+            arr.tofile(f)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
+class MovieView:
+    """Adapter giving a :class:`datasets.movies.Movie` the ``movie[t0:t1, rows, cols]`` slicing of arrays."""
+
+    def __init__(self, movie: Movie) -> None:
+        self.movie = movie
+        self.shape = tuple(movie.shape)
+        self.dtype = movie.dtype
+        self.ndim = 3
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key,)
+        t = key[0]
+        if isinstance(t, int):
+            t = slice(t, t + 1)
+        start, stop, step = t.indices(self.shape[0])
+        if step != 1:
+            raise IndexError("only contiguous frame ranges can be read")
+        frames = self.movie.read(start, max(stop, start))
+        return frames[(slice(None), *key[1:])]
+
+
+def as_array_like(movie: Any) -> Any:
+    """Something sliceable as ``movie[t0:t1, rows, cols]`` with a 3-D ``shape``."""
+    if isinstance(movie, Movie):
+        return MovieView(movie)
+    if isinstance(movie, (list, tuple)):
+        movie = np.asarray(movie)
+    shape = getattr(movie, "shape", None)
+    if shape is None:
+        raise InputError(f"a movie must be an array-like (T, H, W), got {type(movie).__name__}")
+    if len(shape) != 3:
+        raise InputError(
+            f"a movie must be 3-D (T, H, W), got {len(shape)}-D shape {tuple(shape)}",
+            hint="a single image is not a movie; STNeuroNet needs frames over time",
+        )
+    return movie
+
+
+def window_starts(n_frames: int, window: int, stride: int | None = None) -> list[int]:
+    """Start frames of the windows covering ``[0, n_frames)``.
+
+    ``0, stride, 2 stride, ...`` while the window fits, plus one window ending
+    at ``n_frames`` when the last one does not reach it. A movie shorter than
+    ``window`` gets the single start 0 (it is padded by the caller).
+    """
+    stride = window if stride is None else int(stride)
+    if window < 1 or stride < 1:
+        raise InputError(f"window and stride must be >= 1, got {window}, {stride}")
+    if n_frames <= window:
+        return [0]
+    starts = list(range(0, n_frames - window + 1, stride))
+    if starts[-1] + window < n_frames:
+        starts.append(n_frames - window)
+    return starts
+
+
+def output_blocks(n_frames: int, window: int) -> list[int]:
+    """Starts of the non-overlapping windows that give the output maps (``ceil(T / window)`` of them)."""
+    return window_starts(n_frames, window, window)
+
+
+def default_preprocess_config(fps: float, um_per_px: float, **kwargs: Any) -> PreprocessConfig:
+    """Pre-processing for a suite recording: the paper's binning and filter, *no* border crop.
+
+    The suite's recordings are already cropped by their data set (the
+    registration border is removed when a data set is opened), so the
+    default removes nothing more; pass ``border_um`` to crop.
+    """
+    kwargs.setdefault("border_um", 0.0)
+    return PreprocessConfig.for_recording(fps, um_per_px, **kwargs)
+
+
+def _resolve_device(device: torch.device | str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was asked for but no CUDA GPU is available", hint="use --device cpu")
+    return dev
+
+
+def autocast_context(device: torch.device, amp: bool | None, dtype: torch.dtype | None = None):
+    """``torch.autocast`` on CUDA when ``amp`` (default: on for CUDA), else a null context.
+
+    AMP is never used on CPU: bf16 convolutions there are slower and less accurate.
+    """
+    use = (device.type == "cuda") if amp is None else (bool(amp) and device.type == "cuda")
+    if not use:
+        return nullcontext()
+    return torch.autocast(device_type="cuda", dtype=dtype or torch.float16)
+
+
+@dataclass
+class PreparedMovie:
+    """A pre-processed movie on disk and its whitening statistics."""
+
+    frames: Any
+    mean: float
+    std: float
+    minimum: float
+    rows: slice
+    cols: slice
+    input_shape: tuple[int, int]
+
+
+def prepare_movie(
+    movie: Any,
+    config: PreprocessConfig,
+    workdir: str | Path,
+    device: torch.device | str | None = None,
+    chunk: int = 32,
+) -> PreparedMovie:
+    """Pre-process ``movie`` into ``workdir/preprocessed.f32`` and measure whitening statistics.
+
+    Raises
+    ------
+    InputError
+        Bad shapes, frames smaller than :data:`MIN_FRAME_PX` after the crop,
+        non-finite values, zero variance (see :func:`stnn.preprocess.preprocess`).
+    """
+    arr = as_array_like(movie)
+    t, h, w = (int(s) for s in arr.shape)
+    rows, cols = crop_slices((h, w), config.crop)
+    hc, wc = rows.stop - rows.start, cols.stop - cols.start
+    if min(hc, wc) < MIN_FRAME_PX:
+        raise InputError(
+            f"frames of {hc}x{wc} px (after cropping) are smaller than the network's minimum of "
+            f"{MIN_FRAME_PX}x{MIN_FRAME_PX} px"
+        )
+    n_bin = (min(t, config.n_frames or t)) // config.bin_factor
+    if n_bin < 1:
+        raise InputError(
+            f"the movie has {t} frames, fewer than one temporal bin of {config.bin_factor} frames",
+            hint="use a longer movie or check --fps",
+        )
+    frames = DiskFrames(Path(workdir) / "preprocessed.f32", (n_bin, hc, wc))
+    preprocess(arr, config, device=device, chunk=chunk, out=frames)
+    moments = RunningMoments()
+    minimum = math.inf
+    for b0 in range(0, n_bin, chunk):
+        block = frames[b0 : b0 + chunk]
+        if not np.isfinite(block).all():
+            raise InputError("the pre-processed movie has non-finite values (overflow in the input?)")
+        moments.update(block)
+        minimum = min(minimum, float(block.min()))
+    std = moments.std(ddof=0)
+    if not (std > 0 and math.isfinite(std)):
+        raise InputError("the pre-processed movie has zero variance, so it cannot be whitened")
+    return PreparedMovie(frames, moments.mean, max(std, 1e-5), minimum, rows, cols, (h, w))
+
+
+def _load_windows(prep: PreparedMovie, starts: list[int], window: int) -> torch.Tensor:
+    """Whitened windows ``(k, 1, window, H, W)``; short movies are padded with their minimum."""
+    n = prep.frames.shape[0]
+    out = np.empty((len(starts), 1, window, *prep.frames.shape[1:]), np.float32)
+    for i, s in enumerate(starts):
+        block = prep.frames[s : min(s + window, n)]
+        out[i, 0, : block.shape[0]] = block
+        if block.shape[0] < window:
+            out[i, 0, block.shape[0] :] = prep.minimum
+    out -= np.float32(prep.mean)
+    out /= np.float32(prep.std)
+    return torch.from_numpy(out)
+
+
+def probability_maps(
+    prep: PreparedMovie,
+    model: STNeuroNet,
+    *,
+    device: torch.device | str | None = None,
+    batch_frames: int = 120,
+    windows_per_batch: int = 2,
+    overlap: str | None = None,
+    amp: bool | None = None,
+    timings: Timings | None = None,
+) -> np.ndarray:
+    """Neuron probability maps ``(ceil(T / batch_frames), H, W)`` of a prepared movie.
+
+    Parameters
+    ----------
+    prep : PreparedMovie
+        From :func:`prepare_movie`.
+    model : STNeuroNet
+        Put in eval mode for the call (its mode is restored afterwards).
+    device : torch.device or str, optional
+        Default: CUDA if available.
+    batch_frames : int
+        Frames per window (120).
+    windows_per_batch : int
+        Windows per forward pass.
+    overlap : {None, 'mean', 'median'}
+        See the module docstring.
+    amp : bool, optional
+        Autocast (fp16) on CUDA; default on for CUDA, never on CPU.
+    timings : Timings, optional
+        Filled with ``init_s``, ``network_s``, ``n_windows``, ``n_maps``.
+
+    Returns
+    -------
+    np.ndarray
+        float32 maps in the pre-processed (cropped) frame.
+    """
+    if overlap not in (None, "mean", "median"):
+        raise InputError(f"overlap must be None, 'mean' or 'median', got {overlap!r}")
+    if batch_frames < 8:
+        raise InputError(f"batch_frames must be >= 8, got {batch_frames}")
+    dev = _resolve_device(device)
+    timings = timings if timings is not None else Timings()
+    n = int(prep.frames.shape[0])
+    if n < batch_frames:
+        logger.warning(
+            "the binned movie has %d frames, fewer than one %d-frame window: padding it with its minimum "
+            "(the paper's network always saw full windows)",
+            n,
+            batch_frames,
+        )
+    blocks = output_blocks(n, batch_frames)
+    stride = batch_frames if overlap is None else max(batch_frames // 2, 1)
+    starts = window_starts(n, batch_frames, stride)
+    k = max(int(windows_per_batch), 1)
+    batches = [starts[i : i + k] for i in range(0, len(starts), k)]
+
+    was_training = model.training
+    t0 = time.perf_counter()
+    model.to(dev).eval()
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    maps = np.empty((len(starts), *prep.frames.shape[1:]), np.float32)
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        pending = pool.submit(_load_windows, prep, batches[0], batch_frames)
+        first = pending.result()
+        timings.init_s += time.perf_counter() - t0
+        t1 = time.perf_counter()
+        done = 0
+        nxt = first
+        for b, batch in enumerate(batches):
+            x = nxt
+            # Read the next batch while the network runs on this one.
+            pending = pool.submit(_load_windows, prep, batches[b + 1], batch_frames) if b + 1 < len(batches) else None
+            with torch.inference_mode(), autocast_context(dev, amp):
+                logits = model(x.to(dev, non_blocking=True))
+            prob = torch.softmax(logits.float(), dim=1)[:, 1]
+            maps[done : done + len(batch)] = prob.cpu().numpy()
+            done += len(batch)
+            nxt = pending.result() if pending is not None else None
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        timings.network_s += time.perf_counter() - t1
+    finally:
+        pool.shutdown(wait=True)
+        model.train(was_training)
+    timings.n_windows += len(starts)
+    timings.n_frames = n
+
+    if overlap is None:
+        out = maps  # starts == blocks
+    else:
+        s = np.asarray(starts)
+        out = np.empty((len(blocks), *maps.shape[1:]), np.float32)
+        reduce = np.mean if overlap == "mean" else np.median
+        for j, b0 in enumerate(blocks):
+            b1 = min(b0 + batch_frames, n)
+            shared = np.minimum(s + batch_frames, b1) - np.maximum(s, b0)
+            members = np.flatnonzero(shared >= (b1 - b0) / 2)
+            out[j] = reduce(maps[members], axis=0)
+    timings.n_maps = len(out)
+    return out
+
+
+def _uncrop(prob_maps: np.ndarray, prep: PreparedMovie) -> np.ndarray:
+    h, w = prep.input_shape
+    if (prep.rows.start, prep.rows.stop, prep.cols.start, prep.cols.stop) == (0, h, 0, w):
+        return prob_maps
+    full = np.zeros((prob_maps.shape[0], h, w), np.float32)
+    full[:, prep.rows, prep.cols] = prob_maps
+    return full
+
+
+def _resolve_model(model: Any, device: torch.device):
+    """(model, metadata or None) from a model, weights name or path."""
+    if isinstance(model, torch.nn.Module):
+        return model, None
+    from .weights import pretrained
+
+    return pretrained("synthetic" if model is None else model, device=device, return_metadata=True)
+
+
+def segment(
+    movie_or_recording: Any,
+    model: STNeuroNet | str | Path | None = None,
+    *,
+    fps: float | None = None,
+    um_per_px: float | None = None,
+    device: torch.device | str | None = None,
+    threshold: float | None = None,
+    min_area: float | None = None,
+    batch_frames: int | None = None,
+    overlap: str | None = None,
+    windows_per_batch: int = 2,
+    amp: bool | None = None,
+    preprocess_config: PreprocessConfig | None = None,
+    postprocess_config: PostprocessConfig | None = None,
+    chunk: int = 32,
+    workdir: str | Path | None = None,
+) -> Segmentation:
+    """Segment the active neurons of a movie with STNeuroNet.
+
+    Parameters
+    ----------
+    movie_or_recording : Recording, Movie or array-like
+        A :class:`~datasets.records.Recording` (its movie, frame rate and
+        pixel size are used), a :class:`~datasets.movies.Movie`, or a
+        ``(T, H, W)`` array / memmap / h5py dataset of raw fluorescence.
+    model : STNeuroNet, str or Path, optional
+        A network, the name of shipped weights or a ``.pt`` path (default:
+        shipped ``"synthetic"``). Weights' metadata supplies the tuned
+        ``threshold`` and ``min_area`` when those are not given.
+    fps, um_per_px : float
+        Raw frame rate and pixel size (required unless a Recording is given).
+    device : torch.device or str, optional
+        Default: CUDA if available, else CPU.
+    threshold, min_area : float, optional
+        Post-processing probability threshold and minimum area (px, strict
+        ``>``); default: the weights' tuned values, else
+        :class:`~stnn.postprocess.PostprocessConfig` defaults scaled to the
+        pixel size.
+    batch_frames : int, optional
+        Binned frames per window: default the window length the weights were
+        trained on (their metadata), else the paper's 120.
+    overlap : {None, 'mean', 'median'}
+        Overlapping windows (see module docstring).
+    windows_per_batch : int
+        Windows per forward pass (more: faster on a GPU, more memory).
+    amp : bool, optional
+        fp16 autocast, CUDA only (default on for CUDA).
+    preprocess_config : PreprocessConfig, optional
+        Default: :func:`default_preprocess_config` (the weights' binned rate,
+        else 6 Hz; no border crop).
+    postprocess_config : PostprocessConfig, optional
+        Other post-processing parameters (``threshold``/``min_area`` given
+        here take precedence).
+    chunk : int
+        Binned frames per pre-processing step.
+    workdir : str or Path, optional
+        Folder for the temporary pre-processed movie (default: a fresh
+        temporary folder, removed afterwards).
+
+    Returns
+    -------
+    Segmentation
+        ``(masks, prob_maps, timings)``: masks and maps over the input frame
+        (a cropped border is zero in the maps); ``prob_maps`` has
+        ``ceil(T_binned / batch_frames)`` maps.
+
+    Raises
+    ------
+    InputError
+        2-D input, frames smaller than 8 px, too few frames for one bin,
+        non-finite values, zero variance, missing fps / pixel size.
+    """
+    if isinstance(movie_or_recording, Recording):
+        rec = movie_or_recording
+        movie = rec.movie
+        fps = rec.fps if fps is None else fps
+        um_per_px = rec.um_per_px if um_per_px is None else um_per_px
+    else:
+        movie = movie_or_recording
+    movie = as_array_like(movie)
+    if fps is None or um_per_px is None:
+        raise InputError("segmenting a bare movie needs its frame rate and pixel size", hint="pass fps= and um_per_px=")
+    dev = _resolve_device(device)
+    net, meta = _resolve_model(model, dev)
+    if preprocess_config is None:
+        # Weights trained at another binned rate (e.g. 3 Hz for Neurofinder) are run at that rate.
+        target = (meta.preprocess or {}).get("target_fps") if meta is not None else None
+        extra = {"target_fps": float(target)} if target else {}
+        preprocess_config = default_preprocess_config(fps, um_per_px, **extra)
+    pre_cfg = preprocess_config
+    if batch_frames is None:
+        trained = (meta.extra or {}).get("frames") if meta is not None else None
+        batch_frames = int(trained) if trained else 120
+    post_cfg = postprocess_config or PostprocessConfig.for_pixel_size(um_per_px)
+    if threshold is None and meta is not None and meta.threshold is not None:
+        threshold = meta.threshold
+    if min_area is None and meta is not None and meta.min_area is not None:
+        min_area = meta.min_area_for(um_per_px)
+    updates: dict[str, float] = {"um_per_px": float(um_per_px)}
+    if threshold is not None:
+        updates["threshold"] = float(threshold)
+    if min_area is not None:
+        updates["min_area"] = float(min_area)
+    post_cfg = PostprocessConfig(**{**asdict(post_cfg), **updates})
+
+    timings = Timings()
+    with tempfile.TemporaryDirectory(prefix="stnn-", dir=workdir) as tmp:
+        t0 = time.perf_counter()
+        prep = prepare_movie(movie, pre_cfg, tmp, device=dev, chunk=chunk)
+        timings.preprocess_s = time.perf_counter() - t0
+        maps = probability_maps(
+            prep,
+            net,
+            device=dev,
+            batch_frames=batch_frames,
+            windows_per_batch=windows_per_batch,
+            overlap=overlap,
+            amp=amp,
+            timings=timings,
+        )
+        t2 = time.perf_counter()
+        masks = postprocess(maps, post_cfg)
+        timings.postprocess_s = time.perf_counter() - t2
+        maps = _uncrop(maps, prep)
+        if masks.shape != prep.input_shape:
+            masks = _uncrop_masks(masks, prep)
+    logger.info(
+        "segmented %d binned frames: %d masks, %.1f frames/s (network %.1f frames/s)",
+        timings.n_frames,
+        masks.n,
+        timings.fps,
+        timings.network_fps,
+    )
+    return Segmentation(masks, maps, timings)
+
+
+def _uncrop_masks(masks: Masks, prep: PreparedMovie) -> Masks:
+    h, w = prep.input_shape
+    coords = []
+    for k in range(masks.n):
+        r, c = masks.coordinates(k)
+        coords.append((r + prep.rows.start, c + prep.cols.start))
+    return Masks.from_coordinates(coords, (h, w)) if coords else Masks.empty((h, w))

@@ -1,0 +1,175 @@
+"""Speed and memory of STNeuroNet inference on a random movie (the paper's "Speed" measure).
+
+Frames per second = binned frames / processing time, excluding reading and
+writing files (the movie is generated in memory) and excluding
+initialisation (model transfer, first batch prefetch; reported apart). Two
+rates are reported: the network alone (forward passes) and the whole
+pipeline (pre-processing + network + post-processing). The network is
+randomly initialised, which does not change its cost; post-processing time
+depends on how many regions the maps hold, so it is only indicative.
+
+The random movie is generated at the binned rate (``fps`` = 6 Hz, so no
+binning happens) to keep its memory at ``frames x size^2 x 2`` bytes; at
+30 Hz the pre-processing would also sum five raw frames per binned frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from .infer import _resolve_device, segment
+from .model import STNeuroNet
+from .weights import hardware_description
+
+__all__ = ["PerfResult", "perf"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PerfResult:
+    """Measured rates (binned frames per second) and peak memory."""
+
+    size: int
+    frames: int
+    device: str
+    hardware: str
+    windows_per_batch: int
+    amp: bool
+    network_fps: float
+    pipeline_fps: float
+    init_s: float
+    preprocess_s: float
+    network_s: float
+    postprocess_s: float
+    n_windows: int
+    peak_memory_mib: float
+    memory_kind: str
+    movie_mib: float
+
+    def as_dict(self) -> dict:
+        """Plain dict (JSON-ready)."""
+        return asdict(self)
+
+    def summary(self) -> str:
+        """Lines for people."""
+        return (
+            f"STNeuroNet {self.size}x{self.size}, {self.frames} binned frames on {self.hardware}\n"
+            f"  network alone : {self.network_fps:8.2f} frames/s ({self.network_s:.1f} s, {self.n_windows} windows, "
+            f"{self.windows_per_batch} per batch, amp={self.amp})\n"
+            f"  whole pipeline: {self.pipeline_fps:8.2f} frames/s (pre-processing {self.preprocess_s:.1f} s, "
+            f"post-processing {self.postprocess_s:.2f} s; init {self.init_s:.2f} s excluded)\n"
+            f"  peak memory   : {self.peak_memory_mib:.0f} MiB ({self.memory_kind}; the movie itself is "
+            f"{self.movie_mib:.0f} MiB)"
+        )
+
+
+def _rss_peak_mib() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def perf(
+    size: int = 488,
+    frames: int = 1200,
+    device: torch.device | str | None = None,
+    *,
+    windows_per_batch: int = 1,
+    amp: bool | None = None,
+    fps: float = 6.0,
+    seed: int = 0,
+    warmup: bool = True,
+) -> PerfResult:
+    """Time :func:`stnn.infer.segment` on a random ``(frames, size, size)`` uint16 movie.
+
+    Parameters
+    ----------
+    size : int
+        Frame side (488: the padded ABO frame).
+    frames : int
+        Binned frames.
+    device : torch.device or str, optional
+        Default: CUDA if available.
+    windows_per_batch : int
+        Windows per forward pass.
+    amp : bool, optional
+        fp16 autocast on CUDA (default on for CUDA).
+    fps : float
+        Frame rate of the generated movie (6 Hz: no binning).
+    seed : int
+        Movie and network seed.
+    warmup : bool
+        Run one untimed window first (cuDNN autotuning, lazy allocations).
+
+    Returns
+    -------
+    PerfResult
+    """
+    dev = _resolve_device(device)
+    rng = np.random.default_rng(seed)
+    movie = rng.integers(50, 150, size=(frames, size, size), dtype=np.uint16)
+    torch.manual_seed(seed)
+    model = STNeuroNet().to(dev).eval()
+    if warmup:
+        with torch.inference_mode():
+            x = torch.randn(windows_per_batch, 1, min(120, frames), size, size, device=dev)
+            from .infer import autocast_context
+
+            with autocast_context(dev, amp):
+                model(x)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+        del x
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    res = segment(
+        movie,
+        model,
+        fps=fps,
+        um_per_px=0.78,
+        device=dev,
+        windows_per_batch=windows_per_batch,
+        amp=amp,
+        threshold=0.5,
+    )
+    tm = res.timings
+    if dev.type == "cuda":
+        peak, kind = torch.cuda.max_memory_allocated(dev) / 2**20, "torch.cuda.max_memory_allocated"
+    else:
+        peak, kind = _rss_peak_mib(), "process peak RSS (ru_maxrss)"
+    return PerfResult(
+        size=size,
+        frames=frames,
+        device=str(dev),
+        hardware=hardware_description(dev),
+        windows_per_batch=windows_per_batch,
+        amp=bool(dev.type == "cuda" and (amp is None or amp)),
+        network_fps=tm.network_fps,
+        pipeline_fps=tm.fps,
+        init_s=tm.init_s,
+        preprocess_s=tm.preprocess_s,
+        network_s=tm.network_s,
+        postprocess_s=tm.postprocess_s,
+        n_windows=tm.n_windows,
+        peak_memory_mib=peak,
+        memory_kind=kind,
+        movie_mib=movie.nbytes / 2**20,
+    )
+
+
+def _main() -> None:  # pragma: no cover - convenience: python -m stnn.perf
+    logging.basicConfig(level=logging.INFO)
+    t = time.perf_counter()
+    print(perf(size=64, frames=240, device="cpu").summary(), f"\n({time.perf_counter() - t:.1f} s)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _main()
