@@ -41,6 +41,7 @@ from datasets.layouts import (
     folder_bytes,
     format_bytes,
     load_marking,
+    load_on_disk,
     marking_file,
     open_movie,
 )
@@ -301,24 +302,18 @@ class ABOProvider(DatasetProvider):
         )
 
     def load(self, root: Path) -> Dataset:
-        recs, missing = [], []
-        for exp_id in self.recordings:
+        def one(exp_id):
             path = self.movie_path(root, exp_id)
             if path is None:
-                missing.append(exp_id)
-                continue
-            recs.append(load_recording(exp_id, path, self.markings_root(root), fraction=self.fraction))
-        if not recs:
-            raise InputError(
-                "no ABO movie on disk",
-                path=self.folder(root),
-                hint=f"run `{fetch_command(self.name, [])}` (or `--only ID ...`) or put ophys_experiment_<id>.h5 there",
-            )
-        if missing:
-            log.warning(
-                "abo: %d movie(s) not on disk (%s); get them with `%s`",
-                len(missing),
-                ", ".join(missing),
-                fetch_command(self.name, missing),
-            )
+                return None
+            return load_recording(exp_id, path, self.markings_root(root), fraction=self.fraction)
+
+        recs = load_on_disk(
+            self.name,
+            self.recordings,
+            one,
+            folder=self.folder(root),
+            what="ABO movie",
+            hint=f"run `{fetch_command(self.name, [])}` (or `--only ID ...`) or put ophys_experiment_<id>.h5 there",
+        )
         return Dataset(self.name, recs, self.description, default_grader="final")

@@ -641,3 +641,43 @@ def write_json_atomic(path: Path, data) -> Path:
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
     os.replace(tmp, path)
     return path
+
+
+def load_on_disk(dataset: str, ids, load_one, *, folder: Path, what: str, hint: str) -> list:
+    """Recordings of ``ids`` whose files are on disk; the others are named in a warning.
+
+    Parameters
+    ----------
+    dataset : str
+        Data set name (for messages and the fetch command).
+    ids : iterable of str
+        Recording ids in order.
+    load_one : callable
+        ``load_one(id)`` returns a Recording, or None when its files are not on disk.
+    folder, what, hint : Path, str, str
+        For the error when nothing is on disk: the data set folder, what is
+        missing ("ABO movie") and how to get it.
+
+    Raises
+    ------
+    InputError
+        If no recording is on disk.
+    """
+    recs, missing = [], []
+    for rid in ids:
+        rec = load_one(rid)
+        if rec is None:
+            missing.append(rid)
+        else:
+            recs.append(rec)
+    if not recs:
+        raise InputError(f"no {what} on disk", path=folder, hint=hint)
+    if missing:
+        log.warning(
+            "%s: %d recording(s) not on disk (%s); get them with `%s`",
+            dataset,
+            len(missing),
+            ", ".join(missing),
+            fetch_command(dataset, missing),
+        )
+    return recs

@@ -45,6 +45,7 @@ from datasets.layouts import (
     folder_bytes,
     format_bytes,
     load_marking,
+    load_on_disk,
     marking_file,
     open_movie,
     read_json,
@@ -470,27 +471,20 @@ class NeurofinderProvider(DatasetProvider):
 
     # -- loading
     def load(self, root: Path) -> Dataset:
-        recs = []
-        missing = []
-        for name in self.recordings:
+        def one(name):
             path = self._on_disk(root, name)
             if path is None:
-                missing.append(name)
-                continue
+                return None
             _, is_test = _split(name)
             source = open_source(path, expect_regions=not is_test)
-            recs.append(load_recording(name, source, self.marking_path(root, name)))
-        if not recs:
-            raise InputError(
-                "no Neurofinder recording on disk",
-                path=self.folder(root),
-                hint=f"run `{fetch_command(self.name, [])}` or put the published zips there",
-            )
-        if missing:
-            log.warning(
-                "neurofinder: %d recording(s) not on disk (%s); get them with `%s`",
-                len(missing),
-                ", ".join(missing),
-                fetch_command(self.name, missing),
-            )
+            return load_recording(name, source, self.marking_path(root, name))
+
+        recs = load_on_disk(
+            self.name,
+            self.recordings,
+            one,
+            folder=self.folder(root),
+            what="Neurofinder recording",
+            hint=f"run `{fetch_command(self.name, [])}` or put the published zips there",
+        )
         return Dataset(self.name, recs, self.description, default_grader="grader1")
