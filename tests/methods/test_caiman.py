@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sys
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy as np
@@ -237,36 +236,9 @@ def toy_recording(folder: Path, shape=(64, 64), n_frames=900, n_cells=10, radius
     return Recording("toy", NpyMovie(folder / "movie.npy"), fps, 1.2, {"default": gt_masks}, indicator="GCaMP6f")
 
 
-@pytest.fixture(scope="module")
-def caiman_methods(tmp_path_factory):
-    """Register caiman-batch / caiman-online (a .dist-info on the path) unless already registered."""
-    names = {ep.name for ep in entry_points(group=base.ENTRY_POINT_GROUP)}
-    site = None
-    if not {"caiman-batch", "caiman-online"} <= names:
-        site = tmp_path_factory.mktemp("caiman-site")
-        info = site / "bench_caiman_adapters-0.0.0.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bench-caiman-adapters\nVersion: 0.0.0\n")
-        (info / "entry_points.txt").write_text(
-            "[bench.methods]\ncaiman-batch = methods.caiman:CaimanBatch\ncaiman-online = methods.caiman:CaimanOnline\n"
-        )
-        sys.path.insert(0, str(site))
-        old = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), old) if p)
-    base._entry_points.cache_clear()
-    yield
-    if site is not None:
-        sys.path.remove(str(site))
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
-    base._entry_points.cache_clear()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name, min_f1", [("caiman-batch", 0.6), ("caiman-online", 0.5)])
-def test_finds_the_neurons_of_a_toy_movie_in_a_worker(caiman_methods, tmp_path, name, min_f1):
+def test_finds_the_neurons_of_a_toy_movie_in_a_worker(tmp_path, name, min_f1):
     from bench.metrics import match
     from methods.worker import WorkerLimits, run_in_worker
 

@@ -21,7 +21,6 @@ from bench.metrics import match
 from datasets.errors import InputError
 from datasets.movies import ArrayMovie
 from datasets.records import Recording
-from methods import base
 from methods.suite2p import Suite2p
 from methods.worker import REPO_ROOT, WorkerLimits, run_in_worker
 from tests.conftest import disk_masks
@@ -59,31 +58,6 @@ def synthetic_recording(
         ground_truths={"default": gt},
         indicator="GCaMP6f",
     )
-
-
-@pytest.fixture(scope="module")
-def registered(tmp_path_factory):
-    """Register the adapters' entry points (until pyproject.toml declares them) in a private dist-info."""
-    if {"suite2p", "hnccorr"} <= {ep.name for ep in base._entry_points()}:
-        yield None
-        return
-    site = tmp_path_factory.mktemp("ep-site")
-    info = site / "bench_method_adapters_test-0.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bench-method-adapters-test\nVersion: 0.0\n")
-    lines = ["[bench.methods]"] + [f"{k} = {v}" for k, v in ENTRY_POINTS.items()]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    sys.path.insert(0, str(site))
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), old) if p)
-    base._entry_points.cache_clear()
-    yield site
-    sys.path.remove(str(site))
-    if old is None:
-        os.environ.pop("PYTHONPATH", None)
-    else:
-        os.environ["PYTHONPATH"] = old
-    base._entry_points.cache_clear()
 
 
 def _listing(root: Path) -> set[str]:
@@ -152,7 +126,7 @@ def test_torchvision_import_shim_lets_suite2p_import(tmp_path):
 
 
 @needs_suite2p
-def test_suite2p_in_a_worker_finds_the_cells_and_leaves_home_alone(registered, tmp_path, monkeypatch):
+def test_suite2p_in_a_worker_finds_the_cells_and_leaves_home_alone(tmp_path, monkeypatch):
     real_home = tmp_path / "real-home"
     real_home.mkdir()
     (real_home / ".bashrc").write_text("# untouched\n")
@@ -178,7 +152,7 @@ def test_suite2p_in_a_worker_finds_the_cells_and_leaves_home_alone(registered, t
 
 @pytest.mark.slow
 @needs_suite2p
-def test_suite2p_without_classifier_keeps_every_roi(registered):
+def test_suite2p_without_classifier_keeps_every_roi():
     rec = synthetic_recording(seed=3)
     res = run_in_worker(
         "suite2p",
