@@ -16,10 +16,12 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import ndimage
 from scipy.ndimage import median_filter, uniform_filter1d
+from scipy.stats import norm
 
 from datasets.errors import InputError
 
 __all__ = [
+    "dprime_threshold",
     "as_sparse_masks",
     "neuropil_masks",
     "annulus_masks",
@@ -32,6 +34,35 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def dprime_threshold(fs: float, lam: float, p_n: float) -> float:
+    """Minimum discriminability ``d'_min`` (paper Eq. 8).
+
+    ``d'_min = Phi^-1(1 - P_N) - Phi^-1(P_N * lam / (fs - lam))``.
+
+    Parameters
+    ----------
+    fs : float
+        Frame rate (Hz) of the traces.
+    lam : float
+        Mean spike rate (spikes/s); must be below ``fs``.
+    p_n : float
+        Tolerated false-negative probability.
+
+    Returns
+    -------
+    float
+        3.6539 for the ABO settings (fs 6, lam 2.9, P_N 0.035).
+    """
+    if not 0 < lam < fs:
+        raise InputError(f"need 0 < lam < fs, got lam={lam}, fs={fs}")
+    if not 0 < p_n < 1:
+        raise InputError(f"p_n must be in (0, 1), got {p_n}")
+    q = p_n * lam / (fs - lam)
+    if not 0 < q < 1:
+        raise InputError(f"p_n * lam / (fs - lam) = {q} is not a probability")
+    return float(norm.ppf(1.0 - p_n) - norm.ppf(q))
 
 
 def as_sparse_masks(masks: Any, frame_shape: tuple[int, int] | None = None) -> tuple[sp.csr_matrix, tuple[int, int]]:

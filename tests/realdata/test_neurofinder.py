@@ -50,7 +50,7 @@ def test_folder_layout_shapes_rates_crops_and_ground_truths(nf_root):
     assert [r.name for r in ds] == ["02.00", "02.00.test"]
     train, test = ds["02.00"], ds["02.00.test"]
     assert train.movie.shape == (6, 32, 12)
-    assert train.fps == 8.0 and train.um_per_px == pytest.approx(0.8)
+    assert train.fps == 8.0 and train.um_per_px == pytest.approx(1.25)  # the key holds um per pixel
     assert train.split == "train" and test.split == "test" and train.group == test.group == "02.00"
     np.testing.assert_array_equal(train.movie.read(1, 3), movie[1:3, 4:36, 24:36])
     np.testing.assert_array_equal(test.movie.read(), test_movie[:, 4:36, 24:36])
@@ -74,7 +74,7 @@ def test_zip_layout_reads_frames_in_place(tmp_path, writers):
     ds = NeurofinderProvider().load(root)
     rec = ds["01.00"]
     assert rec.provenance["layout"] == "zip"
-    assert rec.movie.shape == (5, 12, 12) and rec.fps == 7.0 and rec.um_per_px == 2.0
+    assert rec.movie.shape == (5, 12, 12) and rec.fps == 7.0 and rec.um_per_px == 0.5
     np.testing.assert_array_equal(rec.movie.read(2, 5), movie[2:5, 4:16, 4:16])
     assert rec.ground_truth("neurofinder").n == 1
 
