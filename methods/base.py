@@ -76,11 +76,15 @@ class Method(ABC):
         One line for listings.
     requirements : tuple of str
         Import names needed in the interpreter that runs the method.
+    in_default_run : bool
+        Whether ``--methods all`` includes it (False for very slow methods).
     """
 
     name: str = ""
     description: str = ""
     requirements: tuple[str, ...] = ()
+    #: False for methods too slow for the default run (``--methods all``); they run when named.
+    in_default_run: bool = True
 
     def default_params(self, recording: Recording) -> dict[str, Any]:
         """Parameters for a recording (derived from its frame rate and pixel size)."""

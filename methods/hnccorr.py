@@ -115,6 +115,8 @@ class HNCcorr(Method):
     requirements = ("hnccorr",)
     #: Seconds the harness may allow one recording by default (HNCcorr is slow).
     default_timeout_s = 1800.0
+    #: Minutes per 256x256 recording on 2 cores: too slow for the 15-minute default run.
+    in_default_run = False
 
     def is_available(self) -> tuple[bool, str]:
         missing = [

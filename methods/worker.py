@@ -256,7 +256,13 @@ def _run(entry, arg, method, recording, params, limits, python, work: Path) -> W
             )
         except OSError as exc:
             return WorkerResult("crash", f"could not start {python}: {exc}", wall_s=0.0)
-        status, message, peak = _supervise(proc, limits)
+        try:
+            status, message, peak = _supervise(proc, limits)
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM turned into SystemExit): the worker has its
+            # own session, so it would outlive us unless killed here.
+            _kill_group(proc)
+            raise
     wall = time.perf_counter() - start
     tail = _tail(logfile)
     if status not in ("ok", "error"):

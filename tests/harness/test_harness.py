@@ -128,3 +128,73 @@ def test_cli_run_unknown_names_suggest(capsys):
     err = capsys.readouterr()
     assert "did you mean" in err.err or "no data set registered" in err.out
     assert main(["run", "--methods", "filez"]) in (0, 2)
+
+
+def test_hang_and_memory_hog_become_rows_and_other_results_are_kept(plugin_site, dataset, tmp_path):
+    methods = ("example-threshold", "example-hangs", "example-hog")
+    table = _run(dataset, tmp_path / "run", methods=methods, tune="none", timeout_s=4, memory_mb=600)
+    rows = read_table(table)
+    status = {(r["method"], r["recording"]): r["status"] for r in rows}
+    assert {status[("example-hangs", r.name)] for r in dataset} == {"timeout"}
+    assert {status[("example-hog", r.name)] for r in dataset} == {"memory"}
+    ok = [r for r in rows if r["method"] == "example-threshold"]
+    assert ok and all(r["status"] == "ok" and r["f1"] > 0 for r in ok)
+
+
+def test_sigterm_kills_the_worker(plugin_site, tmp_path):
+    """A terminated run leaves no worker behind (workers run in their own session)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from datasets.user import add_recording
+
+    movie = tmp_path / "movie.npy"
+    np.save(movie, np.random.default_rng(0).poisson(100, (20, 24, 24)).astype(np.uint16))
+    env = {**os.environ, "BENCH_DATA": str(tmp_path / "data")}
+    add_recording("termtest", movie, fps=10.0, um_per_px=1.0, root=tmp_path / "data")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "run",
+            "--dataset",
+            "termtest",
+            "--methods",
+            "example-hangs",
+            "--tune",
+            "none",
+            "--split",
+            "all",
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+            "--no-report",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def workers():
+        out = subprocess.run(["pgrep", "-f", "methods.worker"], capture_output=True, text=True).stdout.split()
+        mine = []
+        for pid in out:
+            try:
+                if str(tmp_path) in open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace"):
+                    mine.append(pid)
+            except OSError:
+                continue
+        return mine
+
+    deadline = time.monotonic() + 60
+    while not workers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert workers(), "the worker never started"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    time.sleep(0.5)
+    assert workers() == []

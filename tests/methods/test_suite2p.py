@@ -164,3 +164,17 @@ def test_suite2p_without_classifier_keeps_every_roi():
     score = match(rec.ground_truth(), res.segmentation.masks, iou=0.5, rule="suns")
     assert score.recall >= 0.6, score.summary()
     print(f"suite2p (no classifier): {score.summary()} fps={res.segmentation.frames_per_s:.0f}")
+
+
+def test_footprints_are_cut_to_their_weighted_core():
+    from methods.suite2p import _stat_to_masks
+
+    # A 3x3 core of high weight plus two stray low-weight pixels, one of them detached.
+    ypix = np.array([5, 5, 5, 6, 6, 6, 7, 7, 7, 8, 1])
+    xpix = np.array([5, 6, 7, 5, 6, 7, 5, 6, 7, 8, 1])
+    lam = np.array([1, 1, 1, 1, 2, 1, 1, 1, 1, 0.1, 0.5])
+    stat = [{"ypix": ypix, "xpix": xpix, "lam": lam}]
+    full = _stat_to_masks(stat, None, (12, 12), False, False, 0.0)
+    core = _stat_to_masks(stat, None, (12, 12), False, False, 0.2)
+    assert full.areas.tolist() == [11]
+    assert core.areas.tolist() == [9]  # the 0.1 pixel is below 0.2 x 2; the detached 0.5 pixel is not the main piece
