@@ -39,7 +39,7 @@ from datasets.layouts import (
     base_url,
     fetch_command,
     folder_bytes,
-    format_bytes,
+    inventory_availability,
     load_marking,
     load_on_disk,
     marking_file,
@@ -283,22 +283,11 @@ class ABOProvider(DatasetProvider):
         return out
 
     def availability(self, root: Path) -> Availability:
-        inv = self.inventory(root)
-        on = [s for s in inv if s.on_disk]
-        need = [s.name for s in inv if s.missing]
-        size = sum(s.bytes_on_disk for s in on)
-        reason = (
-            f"{len(on)}/{len(inv)} movies on disk ({format_bytes(size)}) under {self.folder(root)}; "
-            "each movie is ~50-60 GB (fetch --only markings gets the ground truths alone)"
-        )
-        if on:
-            reason += f"; on disk: {', '.join(s.name for s in on)}"
-        return Availability(
-            available=bool(on),
-            reason=reason,
-            how_to_get=fetch_command(self.name, need if len(need) < len(inv) else []) if need else "",
-            recordings_on_disk=len(on),
-            recordings_total=len(inv),
+        return inventory_availability(
+            self.name,
+            self.inventory(root),
+            self.folder(root),
+            "each movie is ~50-60 GB (fetch --only markings gets the ground truths alone)",
         )
 
     def load(self, root: Path) -> Dataset:

@@ -29,6 +29,7 @@ import numpy as np
 from datasets.errors import InputError
 from datasets.masks import Masks
 from datasets.movies import ArrayMovie, HDF5Movie, Movie, NpyMovie, TiffMovie
+from datasets.registry import Availability
 
 __all__ = [
     "RemoteFile",
@@ -681,3 +682,23 @@ def load_on_disk(dataset: str, ids, load_one, *, folder: Path, what: str, hint: 
             fetch_command(dataset, missing),
         )
     return recs
+
+
+def inventory_availability(dataset: str, inventory: list, folder: Path, detail: str) -> Availability:
+    """Availability of a data set from its per-recording inventory.
+
+    ``detail`` is appended to the on-disk count (e.g. what the markings are).
+    """
+    on = [st for st in inventory if st.on_disk]
+    need = [st.name for st in inventory if st.missing]
+    size = sum(st.bytes_on_disk for st in on)
+    reason = f"{len(on)}/{len(inventory)} recordings on disk ({format_bytes(size)}) under {folder}; {detail}"
+    if on:
+        reason += f"; on disk: {', '.join(st.name for st in on)}"
+    return Availability(
+        available=bool(on),
+        reason=reason,
+        how_to_get=fetch_command(dataset, need if len(need) < len(inventory) else []) if need else "",
+        recordings_on_disk=len(on),
+        recordings_total=len(inventory),
+    )

@@ -43,7 +43,7 @@ from datasets.layouts import (
     base_url,
     fetch_command,
     folder_bytes,
-    format_bytes,
+    inventory_availability,
     load_marking,
     load_on_disk,
     marking_file,
@@ -454,23 +454,8 @@ class NeurofinderProvider(DatasetProvider):
 
     def availability(self, root: Path) -> Availability:
         inv = self.inventory(root)
-        on = [s for s in inv if s.on_disk]
-        need = [s.name for s in inv if s.missing]
-        marked = sum(self.marking_path(root, s.name).is_file() for s in inv)
-        size = sum(s.bytes_on_disk for s in on)
-        reason = (
-            f"{len(on)}/{len(inv)} recordings on disk ({format_bytes(size)}) under {self.folder(root)}; "
-            f"grader-1 markings {marked}/{len(inv)}"
-        )
-        if on:
-            reason += f"; on disk: {', '.join(s.name for s in on)}"
-        return Availability(
-            available=bool(on),
-            reason=reason,
-            how_to_get=fetch_command(self.name, need if len(need) < len(inv) else []) if need else "",
-            recordings_on_disk=len(on),
-            recordings_total=len(inv),
-        )
+        marked = sum(self.marking_path(root, st.name).is_file() for st in inv)
+        return inventory_availability(self.name, inv, self.folder(root), f"grader-1 markings {marked}/{len(inv)}")
 
     # -- loading
     def load(self, root: Path) -> Dataset:

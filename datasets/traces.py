@@ -140,11 +140,14 @@ def neuropil_masks(
         flat = flat[~union[flat]]
         rows_out.append(np.full(flat.size, k))
         cols_out.append(flat)
-    if rows_out:
-        rr, cc_ = np.concatenate(rows_out), np.concatenate(cols_out)
-    else:
-        rr = cc_ = np.zeros(0, dtype=np.int64)
-    return sp.csr_matrix((np.ones(rr.size, dtype=bool), (rr, cc_)), shape=(m.shape[0], h * w))
+    return _region_matrix(rows_out, cols_out, m.shape[0], h * w)
+
+
+def _region_matrix(rows: list, cols: list, n: int, n_pixels: int) -> sp.csr_matrix:
+    """Boolean (n, n_pixels) matrix from per-region row-index and pixel-index arrays."""
+    rr = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    cc = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    return sp.csr_matrix((np.ones(rr.size, dtype=bool), (rr, cc)), shape=(n, n_pixels))
 
 
 def annulus_masks(
@@ -182,11 +185,7 @@ def annulus_masks(
         flat = flat[~union[flat]]
         rows_out.append(np.full(flat.size, k))
         cols_out.append(flat)
-    if rows_out:
-        ri, ci = np.concatenate(rows_out), np.concatenate(cols_out)
-    else:
-        ri = ci = np.zeros(0, dtype=np.int64)
-    return sp.csr_matrix((np.ones(ri.size, dtype=bool), (ri, ci)), shape=(m.shape[0], h * w))
+    return _region_matrix(rows_out, cols_out, m.shape[0], h * w)
 
 
 def _check_movie(movie: Any, hw: tuple[int, int]) -> int:
@@ -299,8 +298,9 @@ def demix(sums: np.ndarray, masks: Any, frame_shape: tuple[int, int] | None = No
     mi = sp.csr_matrix(m, dtype=np.float64)
     overlap = (mi @ mi.T).toarray()
     n = overlap.shape[0]
-    out = np.divide(sums, np.diag(overlap)[:, None], out=np.zeros_like(sums, dtype=np.float64),
-                    where=np.diag(overlap)[:, None] > 0)
+    out = np.divide(
+        sums, np.diag(overlap)[:, None], out=np.zeros_like(sums, dtype=np.float64), where=np.diag(overlap)[:, None] > 0
+    )
     # Connected groups of overlapping masks are solved separately (small systems).
     n_groups, labels = sp.csgraph.connected_components(sp.csr_matrix(overlap > 0), directed=False)
     for g in range(n_groups):
