@@ -184,8 +184,9 @@ def _datasets_list(args: argparse.Namespace) -> int:
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         disk = f"{r['recordings_on_disk']}/{r['recordings_total']} recordings on disk"
-        state = "available" if r["available"] else f"unavailable: {r['reason']}"
-        print(f"{r['name']:<{width}}  {state}; {disk}")
+        # An unavailable data set's reason already says what is on disk.
+        state = f"available; {disk}" if r["available"] else f"unavailable: {r['reason']}"
+        print(f"{r['name']:<{width}}  {state}")
         if r["description"]:
             print(f"{'':<{width}}  {r['description']}")
         if r["how_to_get"]:
