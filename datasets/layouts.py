@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.errors import InputError
+from datasets.maskio import is_mat73
 from datasets.masks import Masks
 from datasets.movies import ArrayMovie, HDF5Movie, Movie, NpyMovie, TiffMovie
 from datasets.registry import Availability
@@ -253,13 +254,6 @@ def marking_file(rel: str, base_urls: dict[str, str] | None = None, *, recording
         sha256=None if known is None else known[1],
         optional=known is None,
     )
-
-
-def is_mat73(path: Path) -> bool:
-    """Whether a ``.mat`` file is MATLAB v7.3 (HDF5 behind a 512-byte header) rather than v5."""
-    with open(path, "rb") as fh:
-        head = fh.read(520)
-    return head.startswith(b"MATLAB 7.3") or head[:8] == b"\x89HDF\r\n\x1a\n" or head[512:520] == b"\x89HDF\r\n\x1a\n"
 
 
 #: Axes taking each stored marking array to (N, rows, cols), by data set and MATLAB format

@@ -39,6 +39,7 @@ __all__ = [
     "write_regions_json",
     "save_masks",
     "write_mat",
+    "is_mat73",
     "MASK_SUFFIXES",
 ]
 
@@ -289,15 +290,16 @@ def _pick(path: Path, candidates: dict, var: str | None, what: str):
     return next(iter(candidates))
 
 
-def _is_mat73(path: Path) -> bool:
+def is_mat73(path: Path) -> bool:
+    """Whether a ``.mat`` file is MATLAB v7.3 (HDF5 behind a 512-byte header) rather than v5."""
     with open(path, "rb") as fh:
-        head = fh.read(128)
-    return head.startswith(b"MATLAB 7.3") or head[:8] == b"\x89HDF\r\n\x1a\n"
+        head = fh.read(520)
+    return head.startswith(b"MATLAB 7.3") or b"\x89HDF\r\n\x1a\n" in (head[:8], head[512:520])
 
 
 def _read_array(path: Path, suffix: str, var: str | None) -> tuple[np.ndarray, str, str | None]:
     if suffix == ".mat":
-        if _is_mat73(path):
+        if is_mat73(path):
             arr, name = _read_hdf5(path, var)
             return arr, "mat-v7.3", name
         import scipy.io

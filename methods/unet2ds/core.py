@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from scipy.optimize import linear_sum_assignment
 
 from datasets.masks import Masks
+from datasets.matching import assign
+from datasets.matching import f1_score as rates
 from methods.unet2ds.model import normalize_summary
 
 __all__ = ["summary_image", "target_mask", "probability_to_masks", "simple_f1"]
@@ -69,22 +70,10 @@ def probability_to_masks(prob: np.ndarray, threshold: float = 0.5, min_area_px: 
 
 
 def simple_f1(gt: Masks, pred: Masks, iou: float = 0.5) -> float:
-    """F1 of a one-to-one matching with IoU >= ``iou`` or containment (for validation during training).
+    """F1 under the suite's matching rule (IoU >= ``iou`` or containment), for validation during training.
 
-    The benchmark's own scorer is ``bench.metrics.match``; ``methods`` does
-    not import ``bench``, so training uses this close equivalent.
+    Uses :func:`datasets.matching.assign`, the core that ``bench.metrics.match`` is built on
+    (``methods`` does not import ``bench``).
     """
-    if gt.n == 0 or pred.n == 0:
-        return 0.0
-    inter = (gt.matrix.astype(np.float32) @ pred.matrix.astype(np.float32).T).toarray()
-    a = gt.areas[:, None].astype(np.float64)
-    b = pred.areas[None, :].astype(np.float64)
-    ious = inter / (a + b - inter)
-    ok = (ious >= iou - 1e-12) | (inter == a) | (inter == b)
-    ok &= inter > 0
-    cost = np.where(ok, 1.0 - ious, 1e6)
-    r, c = linear_sum_assignment(cost)
-    tp = int(np.sum(ok[r, c]))
-    if tp == 0:
-        return 0.0
-    return 2.0 * tp / (gt.n + pred.n)
+    tp = assign(gt, pred, iou=iou, rule="stnn")[0].size
+    return rates(tp, gt.n, pred.n)[2]
