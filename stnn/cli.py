@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=120, help="binned frames per crop (default 120)")
     p.add_argument("--lr", type=_positive(float), default=5e-4, help="Adam learning rate (default 5e-4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--logit-leak",
+        type=float,
+        default=0.01,
+        help="negative slope of the final activation in training only (0: the authors' ReLU; default 0.01)",
+    )
     p.add_argument("--checkpoint-every", type=int, default=1000, help="iterations between checkpoints")
     p.add_argument("--validate-every", type=int, default=1000, help="iterations between validation F1 (0: never)")
     p.add_argument(
@@ -193,6 +199,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         frames=args.frames,
         lr=args.lr,
         seed=args.seed,
+        logit_leak=args.logit_leak,
         checkpoint_every=args.checkpoint_every,
         validate_every=args.validate_every,
         grader=args.grader,

@@ -364,13 +364,17 @@ class STNeuroNet(nn.Module):
         g = conv_same(fused, self.fuse.weight, self.fuse.bias, 1, tf)
         return self._resize(g, tuple(x.shape[2:]))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, logit_slope: float = 0.0) -> torch.Tensor:
         """Logits of the neuron / background classes.
 
         Parameters
         ----------
         x : torch.Tensor
             ``(N, 1, T, H, W)`` (pre-processed and whitened video windows).
+        logit_slope : float
+            Negative slope of the final activation: 0 is the authors' ReLU
+            (inference always); training may pass a small leak so that the
+            neuron channel cannot die (see :class:`stnn.train.TrainConfig`).
 
         Returns
         -------
@@ -386,7 +390,8 @@ class STNeuroNet(nn.Module):
         feats = feats[:, :, :t0]
         m = feats.amax(dim=2)
         m = F.relu(self.conv2d_1(m))
-        logits = F.relu(self.conv2d_2(m))
+        z = self.conv2d_2(m)
+        logits = F.leaky_relu(z, logit_slope) if logit_slope else F.relu(z)
         return logits[:, :, :h0, :w0]
 
     @torch.no_grad()

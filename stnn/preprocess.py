@@ -43,7 +43,6 @@ __all__ = [
     "homomorphic_filter",
     "RunningMoments",
     "whiten",
-    "pad_to_multiple",
     "iter_frame_chunks",
 ]
 
@@ -370,20 +369,6 @@ def whiten(volume: np.ndarray | torch.Tensor, min_std: float = 1e-5) -> np.ndarr
     std = max(float(v64.std()), min_std)
     dtype = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float32
     return ((v64 - mean) / std).astype(dtype)
-
-
-def pad_to_multiple(video: np.ndarray, multiple: int = 8, axes: tuple[int, ...] = (1, 2)) -> np.ndarray:
-    """Pad ``axes`` at their end to a multiple of ``multiple`` with ``np.pad(mode='minimum')``.
-
-    This is the authors' ``volume_padding_size`` step (e.g. 487 -> 488 for
-    ABO), applied before whitening and to image and label alike.
-    """
-    pad = [(0, 0)] * video.ndim
-    for ax in axes:
-        pad[ax] = (0, (-video.shape[ax]) % multiple)
-    if not any(p[1] for p in pad):
-        return video
-    return np.pad(video, pad, mode="minimum")
 
 
 # -- streaming driver ------------------------------------------------------------

@@ -126,6 +126,18 @@ def test_forward_shape_and_eval_determinism(tf_compat):
     assert torch.all((p >= 0) & (p <= 1))
 
 
+def test_training_leak_keeps_negative_logits_and_defaults_to_relu():
+    torch.manual_seed(0)
+    m = STNeuroNet().eval()
+    x = torch.randn(1, 1, 16, 24, 24)
+    with torch.no_grad():
+        z = m.conv2d_2(torch.relu(m.conv2d_1(m.features(x)[:, :, :16].amax(dim=2))))
+        relu, leak = m(x), m(x, logit_slope=0.01)
+    assert torch.equal(relu, m(x, logit_slope=0.0))
+    assert torch.allclose(leak, torch.where(z >= 0, z, 0.01 * z), atol=1e-6)
+    assert torch.allclose(relu, z.clamp_min(0), atol=1e-6)
+
+
 def test_tf_compat_changes_numerics_and_propagates():
     torch.manual_seed(0)
     m = STNeuroNet().eval()

@@ -16,7 +16,6 @@ from stnn.preprocess import (
     gaussian_blur,
     gaussian_kernel1d,
     homomorphic_filter,
-    pad_to_multiple,
     preprocess,
     reflect_indices,
     whiten,
@@ -173,14 +172,6 @@ def test_running_moments_and_whiten():
     wt = whiten(torch.from_numpy(data))
     assert float(wt.std(unbiased=False)) == pytest.approx(1.0, rel=1e-9)
     np.testing.assert_array_equal(whiten(np.full(5, 3.0)), np.zeros(5))
-
-
-def test_pad_to_multiple_minimum_at_end():
-    v = np.arange(2 * 3 * 5, dtype=np.float32).reshape(2, 3, 5)[:, ::-1]
-    out = pad_to_multiple(v, 4)
-    assert out.shape == (2, 4, 8)
-    np.testing.assert_array_equal(out[:, :3, :5], v)
-    np.testing.assert_array_equal(out[:, 3, :5], v.min(axis=1))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -98,6 +98,8 @@ def test_train_config_errors():
         TrainConfig(crop=(4, 4))
     with pytest.raises(InputError):
         TrainConfig(rotations=(5,))
+    with pytest.raises(InputError, match="logit_leak"):
+        TrainConfig(logit_leak=1.5)
     with pytest.raises(InputError):
         train([], "/tmp/never", iterations=1)
 
