@@ -95,6 +95,7 @@ class STNeuroNetMethod(Method):
             min_area=None if min_area is None else min_area / recording.um_per_px**2,
             overlap=params["overlap"],
             windows_per_batch=params["windows_per_batch"],
+            metadata=meta,
         )
         t = result.timings
         return Segmentation(

@@ -2,6 +2,7 @@
 # Regenerate the committed reports. Run from the repository root.
 #   bash reports/regenerate.sh published   # score the published ABO outputs in ../shared/fixtures (about 2 min)
 #   bash reports/regenerate.sh default     # the README's main job on the synthetic data set
+#   bash reports/regenerate.sh stnn        # shipped STNeuroNet weights on the synthetic test split (about 2 min)
 #   bash reports/regenerate.sh tables      # only redraw every report from its committed results table
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,7 @@ published() {
 case "$what" in
   published) published stnn; published suns ;;
   default) python -m bench run --out reports/synthetic --force ;;
+  stnn) python -m bench run --dataset synthetic --methods stnn --tune none --split test --out reports/synthetic-stnn --force --quiet ;;
   tables) for d in reports/*/; do [ -f "$d/results.csv" ] && python -m bench report "$d" --out "$d/report"; done ;;
-  *) echo "usage: $0 published|default|tables" >&2; exit 2 ;;
+  *) echo "usage: $0 published|default|stnn|tables" >&2; exit 2 ;;
 esac

@@ -477,10 +477,10 @@ def _uncrop(prob_maps: np.ndarray, prep: PreparedMovie) -> np.ndarray:
     return full
 
 
-def _resolve_model(model: Any, device: torch.device):
-    """(model, metadata or None) from a model, weights name or path."""
+def _resolve_model(model: Any, device: torch.device, metadata: Any = None):
+    """(model, metadata or None) from a model (with its metadata, if any), weights name or path."""
     if isinstance(model, torch.nn.Module):
-        return model, None
+        return model, metadata
     from .weights import pretrained
 
     return pretrained("synthetic" if model is None else model, device=device, return_metadata=True)
@@ -503,6 +503,7 @@ def segment(
     postprocess_config: PostprocessConfig | None = None,
     chunk: int = 32,
     workdir: str | Path | None = None,
+    metadata: Any = None,
 ) -> Segmentation:
     """Segment the active neurons of a movie with STNeuroNet.
 
@@ -545,6 +546,11 @@ def segment(
     workdir : str or Path, optional
         Folder for the temporary pre-processed movie (default: a fresh
         temporary folder, removed afterwards).
+    metadata : WeightsMetadata, optional
+        Metadata of ``model`` when it is an already loaded network (from
+        ``stnn.pretrained(..., return_metadata=True)``): its tuned threshold,
+        minimum area, window length and binned rate then apply as they do
+        for a weights name. Without it a loaded network gets the defaults.
 
     Returns
     -------
@@ -570,7 +576,7 @@ def segment(
     if fps is None or um_per_px is None:
         raise InputError("segmenting a bare movie needs its frame rate and pixel size", hint="pass fps= and um_per_px=")
     dev = _resolve_device(device)
-    net, meta = _resolve_model(model, dev)
+    net, meta = _resolve_model(model, dev, metadata)
     if preprocess_config is None:
         # Weights trained at another binned rate (e.g. 3 Hz for Neurofinder) are run at that rate.
         target = (meta.preprocess or {}).get("target_fps") if meta is not None else None
