@@ -145,6 +145,16 @@ class Segmentation(NamedTuple):
     timings: Timings
 
 
+def _frame_range(key: int | slice, n_frames: int, error: str) -> tuple[int, int]:
+    """``(start, stop)`` of a frame index or step-1 slice over ``n_frames`` (IndexError ``error`` otherwise)."""
+    if isinstance(key, int):
+        key = slice(key, key + 1)
+    start, stop, step = key.indices(n_frames)
+    if step != 1:
+        raise IndexError(error)
+    return start, max(stop, start)
+
+
 class DiskFrames:
     """A float32 ``(T, H, W)`` array in a raw file, read and written by slices of frames.
 
@@ -168,12 +178,7 @@ class DiskFrames:
             if any(k != slice(None) for k in key[1:]):
                 raise IndexError("DiskFrames supports slicing frames only")
             key = key[0]
-        if isinstance(key, int):
-            key = slice(key, key + 1)
-        start, stop, step = key.indices(self.shape[0])
-        if step != 1:
-            raise IndexError("DiskFrames supports contiguous frame ranges only")
-        return start, max(stop, start)
+        return _frame_range(key, self.shape[0], "DiskFrames supports contiguous frame ranges only")
 
     def __getitem__(self, key: Any) -> np.ndarray:
         start, stop = self._range(key)
@@ -209,13 +214,8 @@ class MovieView:
     def __getitem__(self, key: Any) -> np.ndarray:
         if not isinstance(key, tuple):
             key = (key,)
-        t = key[0]
-        if isinstance(t, int):
-            t = slice(t, t + 1)
-        start, stop, step = t.indices(self.shape[0])
-        if step != 1:
-            raise IndexError("only contiguous frame ranges can be read")
-        frames = self.movie.read(start, max(stop, start))
+        start, stop = _frame_range(key[0], self.shape[0], "only contiguous frame ranges can be read")
+        frames = self.movie.read(start, stop)
         return frames[(slice(None), *key[1:])]
 
 
