@@ -300,42 +300,37 @@ def build_field_of_view(p: SimulationParams, seed: int) -> FieldOfView:
     g = _soma_geometry(rng, p, n)
     centres = _place_somata(rng, p, clearance, n, g)
 
+    # Footprint columns: somata first, then out-of-focus cells, then neurites, one column per component.
     rows, cols, vals, mask_coords = [], [], [], []
+
+    def add_component(flat: np.ndarray, value: np.ndarray) -> None:
+        cols.append(np.full(flat.size, len(rows)))
+        rows.append(flat)
+        vals.append(value)
+
     for i in range(n):
         flat, mask, value = _rasterize_soma(g, i, centres[i, 0], centres[i, 1], p)
         mask_coords.append(np.divmod(flat[mask], w))
-        rows.append(flat)
-        cols.append(np.full(flat.size, i))
-        vals.append(value)
+        add_component(flat, value)
     masks = Masks.from_coordinates(mask_coords, (h, w))
     # Silent neurons: a fixed share (rounded up, so never below it), chosen at random
     # (visible in the mean image, never firing).
     silent = np.zeros(n, bool)
     silent[rng.permutation(n)[: int(math.ceil(p.silent_fraction * n - 1e-9))]] = True
 
-    u = n
-    n_oof = int(round(p.oof_density_per_mm2 * area_mm2))
     blur_px = p.oof_blur_um / p.um_per_px
-    for _ in range(n_oof):
+    for _ in range(int(round(p.oof_density_per_mm2 * area_mm2))):
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
         r_px = rng.normal(p.soma_radius_um, p.soma_radius_sd_um) / p.um_per_px * 1.2
         flat, value = _blob(rng, p, cy, cx, max(r_px, 2.0), blur_px * rng.uniform(0.7, 1.4))
-        if flat.size == 0:
-            continue
-        rows.append(flat)
-        cols.append(np.full(flat.size, u))
-        vals.append(value)
-        u += 1
-    n_oof = u - n
-    n_neur = int(round(p.dendrite_density_per_mm2 * area_mm2))
-    for _ in range(n_neur):
+        if flat.size:
+            add_component(flat, value)
+    n_oof = len(rows) - n
+    for _ in range(int(round(p.dendrite_density_per_mm2 * area_mm2))):
         flat, value = _neurite(rng, p)
-        if flat.size == 0:
-            continue
-        rows.append(flat)
-        cols.append(np.full(flat.size, u))
-        vals.append(value)
-        u += 1
+        if flat.size:
+            add_component(flat, value)
+    u = len(rows)
     kinds = np.concatenate(
         [np.full(n, KIND_SOMA), np.full(n_oof, KIND_OOF), np.full(u - n - n_oof, KIND_NEURITE)]
     ).astype(np.int8)
