@@ -76,3 +76,14 @@ def plugin_site(tmp_path_factory):
     else:
         os.environ["PYTHONPATH"] = old
     base._entry_points.cache_clear()
+
+
+@pytest.fixture
+def postprocess_configs(monkeypatch) -> list:
+    """Records the PostprocessConfig of every ``stnn.infer.segment`` call, in order."""
+    import stnn.infer
+
+    used: list = []
+    real = stnn.infer.postprocess
+    monkeypatch.setattr(stnn.infer, "postprocess", lambda maps, cfg: used.append(cfg) or real(maps, cfg))
+    return used

@@ -59,13 +59,8 @@ def test_runs_in_a_worker_with_given_weights(recording, weights):
     assert seg.init_s > 0 and seg.process_s > 0 and seg.n_frames == 60
 
 
-def test_weights_tuned_values_reach_postprocessing(recording, weights, monkeypatch):
+def test_weights_tuned_values_reach_postprocessing(recording, weights, postprocess_configs):
     # Regression: the adapter loaded the network itself and segment() then fell back to the
     # default threshold (0.98) instead of the weights' tuned one.
-    import stnn.infer
-
-    used = []
-    real = stnn.infer.postprocess
-    monkeypatch.setattr(stnn.infer, "postprocess", lambda maps, cfg: used.append(cfg) or real(maps, cfg))
     get_method("stnn").segment(recording, {"weights": str(weights)})
-    assert (used[0].threshold, used[0].min_area) == (0.5, 5.0)
+    assert (postprocess_configs[0].threshold, postprocess_configs[0].min_area) == (0.5, 5.0)

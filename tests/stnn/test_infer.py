@@ -121,7 +121,7 @@ def test_disk_frames_roundtrip(tmp_path):
     assert d[0:5].shape == (5, 3, 4) and np.all(d[0] == 0)
 
 
-def test_weights_save_and_pretrained_roundtrip(tmp_path, model, monkeypatch):
+def test_weights_save_and_pretrained_roundtrip(tmp_path, model, postprocess_configs):
     meta = WeightsMetadata(command="test", threshold=0.9, min_area=30.0, um_per_px=0.78, validation_f1=0.5)
     path = save_weights(model, tmp_path / "tiny.pt", meta)
     assert path.with_suffix(".json").is_file()
@@ -133,11 +133,7 @@ def test_weights_save_and_pretrained_roundtrip(tmp_path, model, monkeypatch):
     assert not loaded.training
     # segment() takes the tuned threshold / min area from the metadata, for a weights path
     # and for a loaded network handed over with its metadata; a bare network gets the defaults.
-    import stnn.infer
-
-    used = []
-    real = stnn.infer.postprocess
-    monkeypatch.setattr(stnn.infer, "postprocess", lambda maps, cfg: used.append(cfg) or real(maps, cfg))
+    used = postprocess_configs
     res = segment(_movie(120), str(path), fps=6.0, um_per_px=0.78, device="cpu")
     assert res.prob_maps.shape == (1, 8, 12)
     segment(_movie(120), loaded, fps=6.0, um_per_px=0.78, device="cpu", metadata=meta2)
