@@ -256,9 +256,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         rule=args.rule,
         device=args.device,
         max_grid=args.max_grid,
+        train=args.train,
+        train_schedule=args.train_schedule,
     )
     out = Path(args.out or Path("runs") / args.dataset)
-    print(f"running {', '.join(names)} on {args.dataset} ({args.split} split, tuning: {args.tune}) -> {out}")
+    print(f"running {', '.join(names)} on {args.dataset} ({args.split} split, tuning: {args.tune}, "
+          f"training: {args.train}) -> {out}")
     table = run_benchmark(
         config,
         out,
@@ -406,7 +409,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--grader", default=None, help="ground truth(s) to score, comma-separated, or 'all' (default)")
     r.add_argument("--rule", choices=("stnn", "suns"), default="stnn", help="matching rule (default: stnn)")
     r.add_argument("--out", default=None, help="output folder (default: runs/DATASET)")
-    r.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device for methods that take one")
+    r.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="device for methods that take one, and for training (default: each method's own)")
+    r.add_argument(
+        "--train",
+        choices=("auto", "shipped", "split", "loo"),
+        default="auto",
+        help="weights of learning methods (stnn, unet2ds): shipped, trained on the data set's training split, "
+        "or one model per held-out recording; auto (default): shipped when trained on this data set, else split",
+    )
+    r.add_argument(
+        "--train-schedule",
+        default=None,
+        metavar="paper|quick|FILE",
+        help="training schedule: the authors' (paper), a CPU-feasible one (quick), or a TOML/JSON file with one "
+        "table of settings per method (default: paper with --device cuda, else quick)",
+    )
     r.add_argument("--jobs", type=int, default=1, help="method runs at once, each in its own process (default 1)")
     r.add_argument("--max-grid", type=int, default=12, help="at most this many parameter points per method")
     r.add_argument("--timeout", type=float, default=None, help="seconds per method run (default: the method's)")

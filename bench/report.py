@@ -18,6 +18,7 @@ import numpy as np
 
 from bench.results import atomic_write_text, read_table
 from bench.stats import compare_methods, mean_sd, stars
+from datasets.records import pick_grader
 
 __all__ = ["make_report", "summary_table"]
 
@@ -119,9 +120,7 @@ def make_report(results: Path, out: Path, *, figures: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     datasets = sorted({r["dataset"] for r in rows})
     graders = sorted({r["grader"] for r in rows if r["grader"]})
-    default = meta.get("default_grader") or ("default" if "default" in graders else (graders[0] if graders else ""))
-    if default not in graders:
-        default = graders[0] if graders else ""
+    default = pick_grader(graders, meta.get("default_grader") or "default") or ""
     graders = [default] + [g for g in graders if g != default] if graders else []
     n_rec = len({r["recording"] for r in rows})
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from datasets.errors import InputError
 
-__all__ = ["COLUMNS", "NUMERIC", "write_table", "read_table", "atomic_write_text"]
+__all__ = ["COLUMNS", "BASE_COLUMNS", "NUMERIC", "write_table", "read_table", "atomic_write_text"]
 
-COLUMNS = (
+#: Columns every results table has (older tables have only these).
+BASE_COLUMNS = (
     "run_id",
     "dataset",
     "recording",
@@ -47,6 +48,16 @@ COLUMNS = (
     "versions",
     "hardware",
 )
+#: Columns added since: the weights each row used, training, the crop, I/O time.
+COLUMNS = BASE_COLUMNS + (
+    "io_s",
+    "weights",
+    "weights_key",
+    "train_s",
+    "train_iterations",
+    "train_device",
+    "crop",
+)
 NUMERIC = {
     "fold": int,
     "n_gt": int,
@@ -62,6 +73,9 @@ NUMERIC = {
     "process_s": float,
     "frames_per_s": float,
     "peak_memory_mb": float,
+    "io_s": float,
+    "train_s": float,
+    "train_iterations": int,
 }
 
 
@@ -96,7 +110,7 @@ def write_table(rows: Iterable[dict], path: Path) -> Path:
     return Path(path)
 
 
-def read_table(path: Path, required: Sequence[str] = COLUMNS) -> list[dict]:
+def read_table(path: Path, required: Sequence[str] = BASE_COLUMNS) -> list[dict]:
     """Read a results table, converting numeric columns; empty cells become NaN (floats) or None.
 
     Raises

@@ -10,7 +10,14 @@ from datasets.errors import InputError
 from datasets.masks import Masks
 from datasets.movies import Movie
 
-__all__ = ["Recording", "Dataset", "Fold"]
+__all__ = ["Recording", "Dataset", "Fold", "pick_grader"]
+
+
+def pick_grader(graders: Sequence[str], preferred: str | None) -> str | None:
+    """The ground truth scored by default: ``preferred`` when present, else the first, else None."""
+    if not graders:
+        return None
+    return preferred if preferred in graders else graders[0]
 
 #: A ground truth is given either loaded or as a loader called on first use.
 GroundTruthSource = Union[Masks, Callable[[], Masks]]
@@ -153,6 +160,10 @@ class Dataset:
             f"data set {self.name} has no recording '{name}'",
             hint=f"recordings: {', '.join(r.name for r in self.recordings)}",
         )
+
+    def grader_for(self, recording: Recording) -> str | None:
+        """The ground truth that tuning and the per-neuron analysis use for ``recording``."""
+        return pick_grader(recording.graders, self.default_grader)
 
     def split(self, which: str) -> tuple[Recording, ...]:
         """Recordings of the ``"train"`` or ``"test"`` split."""
