@@ -219,6 +219,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_segment(args: argparse.Namespace) -> int:
     from .infer import segment
 
+    for flag, value in (("--out", args.out), ("--save-maps", args.save_maps)):
+        if value:
+            _output_file(flag, Path(value))
     movie = open_movie(args.movie, key=args.key)
     res = segment(
         movie,
@@ -247,6 +250,16 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             f"init {t.init_s:.2f} s"
         )
     return 0
+
+
+def _output_file(flag: str, path: Path) -> None:
+    """Create the parent folders of an output file before the work, or say why that is impossible."""
+    if path.is_dir():
+        raise InputError(f"{flag} names a folder, expected a file name", path=path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{flag}: cannot create the folder {path.parent} ({exc.strerror or exc})", path=path) from exc
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
