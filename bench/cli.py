@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from datasets.errors import InputError
+from datasets.errors import InputError, naming
 
 log = logging.getLogger("bench")
 
@@ -48,8 +48,7 @@ def _named_input(flag: str, load, path, **kwargs):
     try:
         return load(path, **kwargs)
     except InputError as exc:
-        text = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-        raise InputError(f"{flag} {text}") from exc
+        raise naming(exc, flag, path) from exc
 
 
 def _check_positive(flag: str, value: float | None, *, upper: float | None = None) -> None:

@@ -439,6 +439,8 @@ def _orient(path, array, fmt, variable, axes, frame, reference) -> LoadedMasks:
     stored = tuple(int(s) for s in array.shape)
     if array.size == 0:
         raise InputError(f"empty mask array (shape {stored})", path=path)
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"mask array holds {array.dtype} values, expected numbers or booleans", path=path)
     if array.dtype != bool and not np.all(np.isfinite(array)):
         raise InputError("mask array holds NaN or Inf values", path=path)
     if array.ndim == 2:

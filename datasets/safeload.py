@@ -83,7 +83,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED[key]
         except KeyError:
-            raise ForbiddenGlobal(module, name) from None
+            raise ForbiddenGlobal(*key) from None
 
 
 def restricted_load(stream: BinaryIO, path: str | Path) -> Any:

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from datasets.errors import InputError
+from datasets.errors import InputError, naming
 
 __all__ = ["main", "build_parser", "open_movie"]
 
@@ -30,6 +30,8 @@ def open_movie(path: str | Path, key: str = "data"):
 
     p = Path(path)
     suffix = p.suffix.lower()
+    if p.is_dir():
+        raise InputError("is a folder, expected a movie file", path=p, hint=f"use one of {', '.join(MOVIE_SUFFIXES)}")
     if suffix in (".h5", ".hdf5"):
         return HDF5Movie(p, key=key)
     if suffix in (".tif", ".tiff"):
@@ -222,7 +224,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     for flag, value in (("--out", args.out), ("--save-maps", args.save_maps)):
         if value:
             _output_file(flag, Path(value))
-    movie = open_movie(args.movie, key=args.key)
+    try:
+        movie = open_movie(args.movie, key=args.key)
+    except InputError as exc:
+        raise naming(exc, "", args.movie) from exc
     res = segment(
         movie,
         args.weights,
