@@ -37,6 +37,7 @@ __all__ = [
     "LoadedMasks",
     "load_masks",
     "read_regions_json",
+    "regions_coordinates",
     "write_regions_json",
     "save_masks",
     "write_mat",
@@ -176,6 +177,17 @@ def read_regions_json(path: str | Path, shape: tuple[int, int]) -> Masks:
         regions = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"not a readable JSON file ({exc})", path=path) from exc
+    try:
+        return Masks.from_coordinates(regions_coordinates(regions, path), shape)
+    except InputError as exc:
+        raise InputError(str(exc), path=path) from exc
+
+
+def regions_coordinates(regions, path: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per-region (rows, cols) of parsed Neurofinder regions, checked: [row, col] pairs only, never reshaped.
+
+    Whole-number checks of the values happen in :meth:`Masks.from_coordinates`.
+    """
     if not isinstance(regions, list) or not all(isinstance(r, dict) and "coordinates" in r for r in regions):
         raise InputError(
             "not a Neurofinder regions file: expected a list of {'coordinates': [[row, col], ...]}", path=path
@@ -192,10 +204,7 @@ def read_regions_json(path: str | Path, shape: tuple[int, int]) -> Masks:
             found = f"points of {c.shape[1]} numbers" if c.ndim == 2 else "points of differing or nested shape"
             raise InputError(f"region {k}: coordinates must be [row, col] pairs, found {found}", path=path)
         coords.append((c[:, 0], c[:, 1]))
-    try:
-        return Masks.from_coordinates(coords, shape)
-    except InputError as exc:
-        raise InputError(str(exc), path=path) from exc
+    return coords
 
 
 def write_regions_json(masks: Masks, path: str | Path) -> Path:
