@@ -8,14 +8,18 @@ naming the input and exit with code 2; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+import shutil
 import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from datasets.errors import InputError
+from datasets.errors import InputError, naming
 
 log = logging.getLogger("bench")
 
@@ -39,13 +43,33 @@ def _parse_axes(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated axes, e.g. 2,0,1, got {text!r}") from None
 
 
+def _named_input(flag: str, load, path, **kwargs):
+    """``load(path, **kwargs)``, with an input error prefixed by the flag that named the file."""
+    try:
+        return load(path, **kwargs)
+    except InputError as exc:
+        raise naming(exc, flag, path) from exc
+
+
+def _check_positive(flag: str, value: float | None, *, upper: float | None = None) -> None:
+    """Refuse a numeric option that is not > 0 (and <= ``upper``); None means unset."""
+    if value is None:
+        return
+    if not (value > 0 and (upper is None or value <= upper)):  # also catches NaN
+        bound = f"in (0, {upper:g}]" if upper is not None else "> 0"
+        raise InputError(f"{flag} must be {bound}, got {value:g}")
+
+
 # ---------------------------------------------------------------------------- score
 def cmd_score(args: argparse.Namespace) -> int:
     from bench.metrics import match, neurofinder_combined
     from datasets.maskio import load_masks
 
-    gt = load_masks(args.gt, var=args.gt_var, axes=args.gt_axes, frame=args.shape)
-    pred = load_masks(args.pred, var=args.var, axes=args.axes, reference=gt.masks)
+    _check_positive("--iou", args.iou, upper=1.0)
+    _check_positive("--centroid-gate", args.centroid_gate)
+    _check_positive("--nf-distance", args.nf_distance)
+    gt = _named_input("--gt", load_masks, args.gt, var=args.gt_var, axes=args.gt_axes, frame=args.shape)
+    pred = _named_input("--pred", load_masks, args.pred, var=args.var, axes=args.axes, reference=gt.masks)
     score = match(gt.masks, pred.masks, iou=args.iou, rule=args.rule, centroid_gate=args.centroid_gate)
     combined = neurofinder_combined(gt.masks, pred.masks, threshold_px=args.nf_distance)
     out = {
@@ -242,11 +266,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("no data set registered yet")
         return 0
     get_provider(args.dataset)  # unknown names fail here, with a suggestion
+    _check_run_numbers(args)
+    if args.methods.strip() != "all" and not [m for m in args.methods.split(",") if m.strip()]:
+        raise InputError(f"--methods {args.methods!r} names no method", hint="give names, e.g. --methods stnn,suite2p")
     names = select_methods(args.methods)
     if not names:
         print("no method is available to run (python -m bench methods says why)")
         return 0
-    graders = None if args.grader in (None, "all") else tuple(args.grader.split(","))
+    graders = _check_graders(args)
     config = RunConfig(
         dataset=args.dataset,
         methods=names,
@@ -278,6 +305,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         report = make_report(table, out / "report")
         print(f"report:  {report}")
     return 0
+
+
+def _check_run_numbers(args: argparse.Namespace) -> None:
+    """Refuse counts and limits that would silently mean something else (``--timeout 0`` was 3600 s)."""
+    for flag, value in (("--jobs", args.jobs), ("--max-grid", args.max_grid)):
+        if value < 1:
+            raise InputError(f"{flag} must be at least 1, got {value}")
+    _check_positive("--timeout", args.timeout)
+    _check_positive("--memory-mb", args.memory_mb)
+
+
+def _check_graders(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """The ``--grader`` names, each checked against the ground truths of the data set's recordings."""
+    if args.grader in (None, "all"):
+        return None
+    from datasets.registry import get
+
+    wanted = tuple(g.strip() for g in args.grader.split(",") if g.strip())
+    recordings = get(args.dataset).recordings
+    if args.split != "all":
+        recordings = [r for r in recordings if r.split == args.split]
+    available = sorted({g for r in recordings for g in r.graders})
+    unknown = [g for g in wanted if g not in available]
+    if unknown or not wanted:
+        raise InputError(
+            f"--grader {args.grader!r}: no ground truth named {', '.join(unknown) or 'in it'} "
+            f"in the {args.split} split of {args.dataset}",
+            hint=f"available: {', '.join(available) or 'none'}",
+        )
+    return wanted
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -449,6 +506,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextlib.contextmanager
+def _private_matplotlib_config() -> Iterator[None]:
+    """Point matplotlib's config and font cache at a temporary folder, removed afterwards.
+
+    matplotlib (imported by the report figures and ``datasets show``; method
+    workers get their own folder) otherwise writes its font cache under
+    HOME. A folder the user chose with ``MPLCONFIGDIR`` is left alone.
+    """
+    if os.environ.get("MPLCONFIGDIR"):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="bench-mpl-")
+    os.environ["MPLCONFIGDIR"] = folder
+    try:
+        yield
+    finally:
+        os.environ.pop("MPLCONFIGDIR", None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -461,7 +538,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so that worker processes are killed and files closed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        return args.func(args)
+        with _private_matplotlib_config():
+            return args.func(args)
     except InputError as exc:
         if args.debug:
             raise

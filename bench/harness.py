@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------- run folder
 def _check_out_dir(out: Path, config: RunConfig, resume: bool, force: bool) -> dict:
     if out.exists() and not out.is_dir():
-        raise InputError("is a file, not a folder", path=out, hint="choose another --out")
+        raise InputError("--out names a file, expected a folder", path=out)
     meta_path = out / "run.json"
     if meta_path.is_file():
         try:
@@ -83,7 +83,7 @@ def _check_out_dir(out: Path, config: RunConfig, resume: bool, force: bool) -> d
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create the output folder ({exc.strerror})", path=out) from None
+        raise InputError(f"--out: cannot create the folder ({exc.strerror or exc})", path=out) from None
     return {"run_id": uuid.uuid4().hex[:12], "config": config.as_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from bench.results import atomic_write_text, read_table
 from bench.stats import compare_methods, mean_sd, stars
+from datasets.errors import InputError
 from datasets.records import pick_grader
 
 __all__ = ["make_report", "summary_table"]
@@ -114,6 +115,12 @@ def make_report(results: Path, out: Path, *, figures: bool = True) -> Path:
     if results.is_dir():
         results = results / "results.csv"
     rows = read_table(results)
+    if not rows:
+        raise InputError(
+            "the results table has a header but no rows: nothing to report",
+            path=results,
+            hint="run the methods first ('python -m bench run'); failed units also leave rows",
+        )
     meta_path = results.with_name("run.json")
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     out = Path(out)

@@ -148,7 +148,7 @@ class NpyMovie(ArrayMovie):
             raise InputError("movie file not found", path=self.path)
         try:
             arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
-        except ValueError as exc:
+        except (ValueError, EOFError, OSError) as exc:  # EOFError: an empty file
             raise InputError(f"not a readable .npy array ({exc})", path=self.path) from exc
         super().__init__(arr, **crop)
 

@@ -51,6 +51,7 @@ from datasets.layouts import (
     read_json,
     tiff_frames,
 )
+from datasets.maskio import regions_coordinates
 from datasets.masks import Masks
 from datasets.movies import Movie
 from datasets.records import Dataset, Recording
@@ -284,10 +285,7 @@ def _rate_and_pixel(info: dict, where: Path) -> tuple[float, float]:
 
 
 def _regions_masks(regions: list, raw_shape: tuple[int, int], rows: slice, cols: slice, where) -> Masks:
-    coords = []
-    for r in regions:
-        c = np.asarray(r["coordinates"], dtype=np.int64).reshape(-1, 2)
-        coords.append((c[:, 0], c[:, 1]))
+    coords = regions_coordinates(regions, where)
     try:
         masks = Masks.from_coordinates(coords, raw_shape)
     except InputError as exc:

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from datasets.errors import InputError
+from datasets.errors import InputError, naming
 
 __all__ = ["main", "build_parser", "open_movie"]
 
@@ -30,6 +30,8 @@ def open_movie(path: str | Path, key: str = "data"):
 
     p = Path(path)
     suffix = p.suffix.lower()
+    if p.is_dir():
+        raise InputError("is a folder, expected a movie file", path=p, hint=f"use one of {', '.join(MOVIE_SUFFIXES)}")
     if suffix in (".h5", ".hdf5"):
         return HDF5Movie(p, key=key)
     if suffix in (".tif", ".tiff"):
@@ -219,7 +221,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_segment(args: argparse.Namespace) -> int:
     from .infer import segment
 
-    movie = open_movie(args.movie, key=args.key)
+    for flag, value in (("--out", args.out), ("--save-maps", args.save_maps)):
+        if value:
+            _output_file(flag, Path(value))
+    try:
+        movie = open_movie(args.movie, key=args.key)
+    except InputError as exc:
+        raise naming(exc, "", args.movie) from exc
     res = segment(
         movie,
         args.weights,
@@ -247,6 +255,16 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             f"init {t.init_s:.2f} s"
         )
     return 0
+
+
+def _output_file(flag: str, path: Path) -> None:
+    """Create the parent folders of an output file before the work, or say why that is impossible."""
+    if path.is_dir():
+        raise InputError(f"{flag} names a folder, expected a file name", path=path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{flag}: cannot create the folder {path.parent} ({exc.strerror or exc})", path=path) from exc
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:

@@ -573,7 +573,7 @@ def train(
         if ckpt_path is None:
             logger.info("no checkpoint in %s: starting from scratch", out)
         else:
-            ckpt = torch.load(ckpt_path, map_location=dev, weights_only=False)
+            ckpt = torch.load(ckpt_path, map_location=dev, weights_only=True)  # no pickled code runs
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             if ckpt.get("scaler"):
