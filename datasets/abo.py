@@ -31,23 +31,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from datasets.errors import InputError
-from datasets.layouts import (
-    MARKINGS,
-    CheckedHDF5Movie,
-    RecordingStatus,
-    RemoteFile,
-    base_url,
-    fetch_command,
-    folder_bytes,
-    inventory_availability,
-    load_marking,
-    load_on_disk,
-    marking_file,
-    open_movie,
-)
+from datasets.inventory import RecordingStatus, folder_bytes, inventory_availability, load_on_disk
+from datasets.markings import MARKINGS, load_marking, marking_file
+from datasets.movie_files import open_movie
 from datasets.movies import HDF5Movie
 from datasets.records import Dataset, Recording
 from datasets.registry import Availability, DatasetProvider, closest
+from datasets.remote import RemoteFile, base_url, fetch_command
 
 __all__ = [
     "ABOProvider",
@@ -156,7 +146,7 @@ def open_abo_movie(path: str | Path, *, fraction: bool = True, key: str | None =
         raise InputError(f"the movie has {t} frame(s); the first fifth is empty", path=path)
     if isinstance(full, HDF5Movie):
         # Reuse the resolved dataset path (an NWB series resolves to <series>/data).
-        return CheckedHDF5Movie(path, full.key, rows=CROP, cols=CROP, frames=slice(0, n))
+        return HDF5Movie(path, full.key, rows=CROP, cols=CROP, frames=slice(0, n), check_finite=True)
     return open_movie(path, key=key, rows=CROP, cols=CROP, frames=slice(0, n))
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from datasets.abo import LAYER175, LAYER275, ABOProvider, open_abo_movie, published_markings
 from datasets.errors import InputError
-from datasets.layouts import load_marking
+from datasets.markings import load_marking
 from datasets.maskio import write_mat
 from datasets.masks import Masks
 
@@ -121,7 +121,7 @@ def test_nwb_two_photon_series_and_plane_segmentation(tmp_path):
 
     from pynwb.ophys import ImageSegmentation, OpticalChannel, TwoPhotonSeries
 
-    from datasets.layouts import read_nwb_masks
+    from datasets.nwb import read_nwb_masks
 
     rng = np.random.default_rng(3)
     movie = rng.integers(0, 1000, size=(10, 512, 512), dtype=np.uint16)

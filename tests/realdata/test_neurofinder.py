@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from datasets.errors import InputError
-from datasets.layouts import load_marking
+from datasets.markings import load_marking
 from datasets.maskio import write_mat
 from datasets.masks import Masks
 from datasets.neurofinder import NeurofinderProvider, load_recording, open_source

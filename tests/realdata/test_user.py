@@ -15,12 +15,12 @@ from datasets.masks import Masks
 from datasets.registry import closest
 from datasets.user import UserDataset, UserDatasets, add_recording, remove_recording, user_providers
 
-SHAPE = (5, 24, 32)
+SHAPE = (12, 24, 32)
 
 
 def _movie(dtype=np.uint16):
     rng = np.random.default_rng(0)
-    return rng.integers(0, 1000, size=SHAPE).astype(dtype)
+    return rng.integers(1, 1000, size=SHAPE).astype(dtype)
 
 
 def _masks():
@@ -57,8 +57,9 @@ def test_register_and_load_every_layout(tmp_path, movie_files, kind):
     key = "mov/raw" if kind == "hdf5" else None
     manifest = add_recording(f"my-{kind}", files[kind], masks_path, fps=15.0, um_per_px=1.1, key=key, root=root)
     assert manifest == root / "user" / f"my-{kind}.json"
-    data = json.loads(manifest.read_text())
+    (data,) = json.loads(manifest.read_text())["recordings"]
     assert data["movie"]["shape"] == list(SHAPE) and data["masks"]["n"] == 2
+    assert data["crop"] == [0, 0, 0, 0] and data["crop_source"] == "detected"
     provs = user_providers(root)
     assert list(provs) == [f"my-{kind}"]
     ds = provs[f"my-{kind}"].load(root)
@@ -166,16 +167,15 @@ def test_nan_and_inf_frames(tmp_path):
     m = _movie(np.float32)
     m[-1, 3, 4] = np.nan
     np.save(tmp_path / "nan.npy", m)
-    with pytest.raises(InputError, match="frame 4 holds NaN or Inf") as err:
+    with pytest.raises(InputError, match="frame 11 holds NaN or Inf") as err:
         add_recording("x", tmp_path / "nan.npy", fps=5, um_per_px=1, root=tmp_path / "root")
     assert "nan.npy" in str(err.value)
     m = _movie(np.float32)
-    m[2, 0, 0] = np.inf  # a middle frame: caught when read, not at registration
+    m[2, 0, 0] = np.inf  # a middle frame: the registration reads every frame
     np.save(tmp_path / "inf.npy", m)
-    add_recording("y", tmp_path / "inf.npy", fps=5, um_per_px=1, root=tmp_path / "root")
-    rec = UserDataset("y").load(tmp_path / "root")["y"]
-    with pytest.raises(InputError, match="frame 2"):
-        rec.movie.mean_image(chunk=2)
+    with pytest.raises(InputError, match="frame 2 holds NaN or Inf") as err:
+        add_recording("y", tmp_path / "inf.npy", fps=5, um_per_px=1, root=tmp_path / "root")
+    assert "inf.npy" in str(err.value)
 
 
 def test_unknown_dataset_name_suggests_the_closest():
