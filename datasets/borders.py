@@ -150,11 +150,11 @@ def detect_border(stats: PixelStats) -> tuple[int, int, int, int]:
     h, w = stats.mean.shape
     core_r = slice(h // 4, h - h // 4)
     core_c = slice(w // 4, w - w // 4)
-    interior_zero = float(np.mean(stats.zero_fraction[core_r, core_c]))
+    interior_zero = float(np.median(stats.zero_fraction[core_r, core_c]))
     # Padding is 0 in at least two frames (one stray zero is noise); a movie whose tissue itself
     # is often 0 (sparse or thresholded data) has no zero padding to find.
     threshold = max(ZERO_FRACTION, 2 / stats.n_frames - 1e-12)
-    if interior_zero <= ZERO_FRACTION / 10:
+    if interior_zero <= ZERO_FRACTION:
         padded = stats.zero_fraction >= threshold
     else:
         padded = np.zeros((h, w), bool)

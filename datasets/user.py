@@ -308,7 +308,10 @@ def add_recording(
         "group": group or rec_id,
         "added": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    manifest["recordings"] = [r for r in manifest["recordings"] if r["id"] != rec_id] + [entry]
+    if rec_id in ids:  # replaced in place: the data set's order is the order recordings were added
+        manifest["recordings"][ids.index(rec_id)] = entry
+    else:
+        manifest["recordings"].append(entry)
     write_json_atomic(out, manifest)
     log.info(
         "registered %s/%s: %s %s, crop T,B,L,R %s (%s)",
