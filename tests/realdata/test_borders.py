@@ -76,3 +76,33 @@ def test_crop_larger_than_the_frame():
     assert parse_crop("1,2,3,4") == (1, 2, 3, 4)
     with pytest.raises(InputError, match="larger than the 48x64 frame"):
         crop_slices((30, 18, 0, 0), (H, W))
+
+
+def test_overlay_figure_shows_the_cut_border(tmp_path, monkeypatch):
+    """The report's overlay draws the recording's crop (crop.txt beside the overlay material)."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+    import bench.figures as figures
+    from bench.report import _overlay
+
+    folder = tmp_path / "overlay"
+    folder.mkdir()
+    corr = np.random.default_rng(0).random((20, 30)).astype(np.float32)
+    np.save(folder / "correlation.npy", corr)
+    st = np.zeros((1, 20, 30), bool)
+    st[0, 5:9, 5:9] = True
+    Masks.from_dense(st).save(folder / "gt.npz")
+    Masks.from_dense(st).save(folder / "method__m.npz")
+    (folder / "crop.txt").write_text("2,1,3,4\n")
+    seen = {}
+    original = figures.overlay
+
+    def spy(correlation, gt, methods, path, title="", crop=None):
+        seen["crop"] = crop
+        return original(correlation, gt, methods, path, title=title, crop=crop)
+
+    monkeypatch.setattr(figures, "overlay", spy)
+    (tmp_path / "report").mkdir()
+    assert _overlay(folder, tmp_path / "report")
+    assert seen["crop"] == (2, 1, 3, 4)
+    assert (tmp_path / "report" / "overlay.png").stat().st_size > 0
