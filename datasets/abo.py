@@ -79,7 +79,9 @@ LAYER175: tuple[str, ...] = (
     "540684467",
     "545446482",
 )
-#: In-plane crop, 0-based half-open: MATLAB's 13..end-13 of a 512 px axis.
+#: In-plane crop, 0-based half-open: MATLAB's 13..end-13 of a 512 px axis. This is the paper's
+#: registration border of about 10 um a side (12 and 13 px at 0.78 um/px), and the frame the
+#: STNeuroNet markings index; a Recording reports it as ``crop == (12, 13, 12, 13)``.
 CROP = slice(12, 499)
 FPS = 30.0
 UM_PER_PX = 0.78

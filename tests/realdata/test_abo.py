@@ -62,6 +62,9 @@ def test_hdf5_layout_preparation_and_ground_truths(abo_root):
     assert rec.movie.shape == (12 // 5, 487, 487)
     assert (rec.fps, rec.um_per_px, rec.indicator, rec.split, rec.group) == (30.0, 0.78, "GCaMP6f", "train", "275um")
     np.testing.assert_array_equal(rec.movie.read(), movie[:2, 12:499, 12:499])
+    # The paper's registration border, about 10 um a side at 0.78 um/px, is the recording's crop.
+    assert rec.crop == (12, 13, 12, 13)
+    assert all(9 <= side * rec.um_per_px <= 11 for side in rec.crop)
     assert set(rec.graders) == {"final", "allen", "grader3", "grader4"}
     assert rec.ground_truth("final") == gt
     assert rec.ground_truth("allen") == gt
