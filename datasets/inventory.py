@@ -91,10 +91,13 @@ def load_on_disk(dataset: str, ids, load_one, *, folder: Path, what: str, hint: 
     return recs
 
 
-def inventory_availability(dataset: str, inventory: list, folder: Path, detail: str) -> Availability:
+def inventory_availability(
+    dataset: str, inventory: list, folder: Path, detail: str, how_to_get: str | None = None
+) -> Availability:
     """Availability of a data set from its per-recording inventory.
 
-    ``detail`` is appended to the on-disk count (e.g. what the markings are).
+    ``detail`` is appended to the on-disk count (e.g. what the markings are);
+    ``how_to_get`` is offered when a recording misses files (default: the fetch command).
     """
     on = [st for st in inventory if st.on_disk]
     need = [st.name for st in inventory if st.missing]
@@ -105,7 +108,7 @@ def inventory_availability(dataset: str, inventory: list, folder: Path, detail: 
     return Availability(
         available=bool(on),
         reason=reason,
-        how_to_get=fetch_command(dataset, need if len(need) < len(inventory) else []) if need else "",
+        how_to_get=(how_to_get or fetch_command(dataset, need if len(need) < len(inventory) else [])) if need else "",
         recordings_on_disk=len(on),
         recordings_total=len(inventory),
     )

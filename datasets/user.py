@@ -28,7 +28,7 @@ import numpy as np
 
 from datasets.borders import crop_ground_truth, crop_slices, detect_border, pixel_stats
 from datasets.errors import InputError
-from datasets.inventory import RecordingStatus, folder_bytes, format_bytes
+from datasets.inventory import RecordingStatus, folder_bytes, inventory_availability
 from datasets.jsonio import read_json, write_json_atomic
 from datasets.masks import Masks
 from datasets.movie_files import open_movie
@@ -434,20 +434,14 @@ class UserDataset(DatasetProvider):
             inventory = self.inventory(root)
         except InputError as exc:
             return Availability(False, reason=str(exc), recordings_total=1)
-        on = [st for st in inventory if st.on_disk]
         missing = [m for st in inventory for m in st.missing]
-        reason = f"{len(on)}/{len(inventory)} recordings, {format_bytes(sum(st.bytes_on_disk for st in on))}"
-        if missing:
-            reason += f"; missing: {', '.join(missing)}"
-        return Availability(
-            available=bool(on),
-            reason=reason,
-            how_to_get=""
-            if not missing
-            else f"register them again: python -m bench datasets add {self.name} "
-            "--recording ID --movie PATH --fps HZ --um-per-px UM --overwrite",
-            recordings_on_disk=len(on),
-            recordings_total=len(inventory),
+        return inventory_availability(
+            self.name,
+            inventory,
+            manifest_path(self.name, root),
+            f"missing: {', '.join(missing)}" if missing else "all movies in place",
+            how_to_get=f"register them again: python -m bench datasets add {self.name} --recording ID "
+            "--movie PATH --fps HZ --um-per-px UM --overwrite",
         )
 
     def load(self, root: Path) -> Dataset:
