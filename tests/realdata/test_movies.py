@@ -171,3 +171,26 @@ def test_datasets_modules_import_without_cycles():
 
     for module in graph:
         visit(module, [])
+
+
+def test_show_reads_a_real_recording_in_chunks(tmp_path, monkeypatch):
+    """The figure of a recording without simulator truth reads its movie in blocks, never whole."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+    from datasets.show import show_recording
+
+    m = np.random.default_rng(0).integers(100, 400, size=(700, 24, 24)).astype(np.uint16)
+    st = np.zeros((2, 24, 24), bool)
+    st[0, 3:7, 3:7] = st[1, 12:18, 10:14] = True
+    rec = Recording("r", NpyMovie(_save(tmp_path, m)), 10.0, 1.0, {"default": Masks.from_dense(st)})
+    sizes = []
+    original = NpyMovie.read
+
+    def spy(self, start=0, stop=None):
+        block = original(self, start, stop)
+        sizes.append(block.shape[0])
+        return block
+
+    monkeypatch.setattr(NpyMovie, "read", spy)
+    assert show_recording(rec, tmp_path / "r.png").stat().st_size > 0
+    assert sizes and max(sizes) < m.shape[0]
