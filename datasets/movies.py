@@ -359,11 +359,11 @@ class ZipTiffMovie(Movie):
             with zipfile.ZipFile(self.path) as zf:
                 infos = [zf.getinfo(m) for m in self.members]
                 first = self._decode(zf, self.members[0], tifffile)
-                # Frames of one size have one uncompressed size; otherwise check each header.
+                # Frames of one size have one uncompressed size; otherwise check each header
+                # (the TIFF header only: the frames are not decoded).
                 if len({i.file_size for i in infos}) > 1:
                     for m in self.members[1:]:
-                        img = self._decode(zf, m, tifffile)
-                        _check_frame(img.shape, first.shape, m, self.members[0], self.path)
+                        _check_frame(self._header_shape(zf, m, tifffile), first.shape, m, self.members[0], self.path)
         except (zipfile.BadZipFile, KeyError, OSError) as exc:
             raise InputError(f"damaged zip archive or missing frame ({exc})", path=self.path) from exc
         if first.ndim != 2:
@@ -375,6 +375,13 @@ class ZipTiffMovie(Movie):
     def _decode(self, zf: zipfile.ZipFile, member: str, tifffile) -> np.ndarray:
         try:
             return tifffile.imread(io.BytesIO(zf.read(member)))
+        except Exception as exc:  # noqa: BLE001 - tifffile and zlib raise many types for damaged data
+            raise InputError(f"frame {member} is not a readable TIFF ({exc})", path=self.path) from exc
+
+    def _header_shape(self, zf: zipfile.ZipFile, member: str, tifffile) -> tuple[int, ...]:
+        try:
+            with zf.open(member) as fh, tifffile.TiffFile(fh) as tf:
+                return tuple(tf.pages[0].shape)
         except Exception as exc:  # noqa: BLE001 - tifffile and zlib raise many types for damaged data
             raise InputError(f"frame {member} is not a readable TIFF ({exc})", path=self.path) from exc
 

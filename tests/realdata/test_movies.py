@@ -194,3 +194,21 @@ def test_show_reads_a_real_recording_in_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(NpyMovie, "read", spy)
     assert show_recording(rec, tmp_path / "r.png").stat().st_size > 0
     assert sizes and max(sizes) < m.shape[0]
+
+
+def test_zip_frames_of_different_sizes_are_found_from_headers(tmp_path, monkeypatch):
+    import zipfile
+
+    members = []
+    with zipfile.ZipFile(tmp_path / "z.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        for t in range(6):
+            frame = np.random.default_rng(t).integers(0, 9, size=(10, 12) if t != 4 else (10, 13)).astype(np.uint16)
+            tifffile.imwrite(tmp_path / "f.tif", frame, compression="zlib")  # compressed: member sizes differ
+            zf.write(tmp_path / "f.tif", f"images/image{t:05d}.tiff")
+            members.append(f"images/image{t:05d}.tiff")
+    decoded = []
+    original = ZipTiffMovie._decode
+    monkeypatch.setattr(ZipTiffMovie, "_decode", lambda self, zf, m, tf: decoded.append(m) or original(self, zf, m, tf))
+    with pytest.raises(InputError, match="image00004.tiff is 10x13") as err:
+        ZipTiffMovie(tmp_path / "z.zip", members)
+    assert "one size" in str(err.value) and decoded == [members[0]]
