@@ -143,27 +143,64 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _datasets_add(args: argparse.Namespace) -> int:
+    from datasets.borders import parse_crop
     from datasets.user import add_recording
 
-    path = add_recording(args.name, args.movie, masks_path=args.masks, fps=args.fps, um_per_px=args.um_per_px,
-                         key=args.key, indicator=args.indicator, split=args.split, var=args.var,
-                         overwrite=args.overwrite)
-    print(f"registered '{args.name}' ({path}); run it with: python -m bench run --dataset {args.name}")
+    path = add_recording(
+        args.name,
+        args.movie,
+        masks_path=args.masks,
+        fps=args.fps,
+        um_per_px=args.um_per_px,
+        key=args.key,
+        recording=args.recording,
+        indicator=args.indicator,
+        split=args.split,
+        group=args.group,
+        var=args.var,
+        axes=args.axes,
+        crop=None if args.crop is None else parse_crop(args.crop),
+        overwrite=args.overwrite,
+    )
+    rec = args.recording or args.name
+    print(f"registered '{rec}' in data set '{args.name}' ({path})")
+    print(f"run it with: python -m bench run --dataset {args.name}")
     return 0
 
 
 def _datasets_remove(args: argparse.Namespace) -> int:
     from datasets.user import remove_recording
 
-    path = remove_recording(args.name)
-    print(f"removed the registration {path} (the movie and mask files are left as they are)")
+    path = remove_recording(args.name, recording=args.recording)
+    what = f"recording '{args.recording}' of" if args.recording else "the data set"
+    print(f"removed {what} '{args.name}' ({path}); the movie and mask files are left as they are")
     return 0
+
+
+def _parse_base_urls(values: Sequence[str] | None, dataset: str) -> dict[str, str] | None:
+    """``--base-url [KEY=]URL`` values as ``{key: url}``; a bare URL is the data set's own source."""
+    if not values:
+        return None
+    out = {}
+    for text in values:
+        key, sep, url = text.partition("=")
+        if not sep or "://" in key:
+            key, url = dataset, text
+        if "://" not in url:
+            raise InputError(f"--base-url {text!r} is not a URL", hint="e.g. --base-url http://127.0.0.1:8000")
+        out[key.strip().lower()] = url.strip()
+    return out
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from datasets.fetch import fetch
 
-    report = fetch(args.name, only=args.only or None, progress=not args.no_progress)
+    report = fetch(
+        args.name,
+        only=args.only or None,
+        base_urls=_parse_base_urls(args.base_url, args.name),
+        progress=not args.no_progress,
+    )
     print(report.summary())
     return 0
 
@@ -271,7 +308,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise InputError(f"--methods {args.methods!r} names no method", hint="give names, e.g. --methods stnn,suite2p")
     names = select_methods(args.methods)
     if not names:
-        print("no method is available to run (python -m bench methods says why)")
+        print("no method is available to run (`python -m bench methods` says why)")
         return 0
     graders = _check_graders(args)
     config = RunConfig(
@@ -410,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser(
         "datasets",
-        help="list data sets; describe or show one",
+        help="list data sets; describe, show, add or remove one",
         description="Without an action: every registered data set, what is on disk and how to get the rest.",
     )
     d.add_argument("--json", action="store_true", help="print JSON")
@@ -425,22 +462,53 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("name", help="data set name")
     ds.add_argument("--recording", default=None, help="recording name (default: the first)")
     ds.add_argument("--out", default=None, help="PNG path (default: NAME-RECORDING.png)")
-    da = dsub.add_parser("add", help="register your own recording (movie and optional masks) as a data set",
-                         description="Register a recording from a multi-page TIFF, a folder of TIFF frames, "
-                                     "HDF5/NWB (with --key) or .npy, with masks in any format 'bench score' reads. "
-                                     "A small manifest is stored under the data root; the files stay where they are.")
-    da.add_argument("name", help="data set name for the recording")
+    da = dsub.add_parser(
+        "add",
+        help="add your own annotated recording to a data set of your own",
+        description="Add a recording (a multi-page TIFF, a folder of TIFF frames, HDF5/NWB with --key, or .npy, "
+        "with masks in any format 'bench score' reads) to the data set NAME, created when new; add several with "
+        "--recording ID. The movie is read once in chunks (NaN/Inf, constant movies and too few frames are refused) "
+        "and its registration border is detected, or given with --crop. A small manifest is stored under the data "
+        "root; the files stay where they are.",
+    )
+    da.add_argument("name", help="data set name")
+    da.add_argument("--recording", default=None, metavar="ID", help="recording id within the data set (default: NAME)")
     da.add_argument("--movie", required=True, help="movie file or folder of TIFF frames")
-    da.add_argument("--masks", default=None, help="ground-truth mask file")
+    da.add_argument("--masks", default=None, help="ground-truth mask file (of the movie's whole frame)")
     da.add_argument("--fps", type=float, default=None, help="frame rate in Hz (read from NWB when absent)")
     da.add_argument("--um-per-px", type=float, default=None, help="pixel size in micrometres")
     da.add_argument("--key", default=None, help="dataset inside an HDF5/NWB file")
     da.add_argument("--var", default=None, help="variable to read from the mask file")
+    da.add_argument("--axes", type=_parse_axes, default=None, help="permutation of the stored mask array, e.g. 2,0,1")
     da.add_argument("--indicator", default=None, help="calcium indicator, e.g. GCaMP6f")
     da.add_argument("--split", choices=("train", "test"), default="test", help="split (default: test)")
-    da.add_argument("--overwrite", action="store_true", help="replace an existing registration")
-    dr = dsub.add_parser("remove", help="remove a registered recording (its files are kept)")
-    dr.add_argument("name", help="registered name")
+    da.add_argument("--group", default=None, help="recordings of one group (field of view, animal) are left out "
+                    "together in leave-one-out folds (default: the recording id)")
+    da.add_argument("--crop", default=None, metavar="T,B,L,R",
+                    help="pixels cut from the top, bottom, left and right (default: the detected registration border; "
+                    "0,0,0,0 for none)")
+    da.add_argument("--overwrite", action="store_true", help="replace a recording of the same id")
+    dr = dsub.add_parser("remove", help="remove a user data set or one of its recordings (files are kept)")
+    dr.add_argument("name", help="data set name")
+    dr.add_argument("--recording", default=None, metavar="ID", help="remove only this recording")
+
+    f = sub.add_parser(
+        "fetch",
+        help="download a public data set (neurofinder, abo) into the data root",
+        description="Download a data set's public files into the data root ($BENCH_DATA): resumes partial "
+        "downloads, checks sizes and SHA-256, and without network prints what to download by hand. "
+        "Sources can be redirected (mirrors, tests) with --base-url or $BENCH_URL_NEUROFINDER, "
+        "$BENCH_URL_ABO, $BENCH_URL_STNEURONET.",
+    )
+    f.add_argument("name", help="data set name (neurofinder, abo)")
+    f.add_argument("--only", nargs="+", default=None, metavar="ID",
+                   help="recording ids (01.00 01.00.test; an ABO experiment id, 275 or 175), or 'markings' "
+                   "for the ground-truth files alone")
+    f.add_argument("--base-url", action="append", default=None, metavar="[KEY=]URL",
+                   help="base URL of a source (KEY: neurofinder, abo or stneuronet; default: the data set's own); "
+                   "repeatable")
+    f.add_argument("--no-progress", action="store_true", help="no progress bars")
+    f.set_defaults(func=cmd_fetch)
 
     r = sub.add_parser(
         "run",

@@ -87,6 +87,8 @@ class LocalExecutor(Executor):
 
     def run(self, tasks: Sequence[Task], on_done: Callable[[Task, dict], None]) -> None:
         _check_graph(tasks)
+        if self.jobs == 1:
+            return self._run_inline(tasks, on_done)
         by_id = {t.id: t for t in tasks}
         pending = list(tasks)
         results: dict[str, dict] = {}
@@ -121,3 +123,35 @@ class LocalExecutor(Executor):
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown()
+
+    @staticmethod
+    def _run_inline(tasks: Sequence[Task], on_done: Callable[[Task, dict], None]) -> None:
+        """One task at a time in this thread (Ctrl-C and SIGTERM reach the running worker's supervisor)."""
+        by_id = {t.id: t for t in tasks}
+        results: dict[str, dict] = {}
+        order = _topological(tasks, by_id)
+        for t in order:
+            failed = next((d for d in t.deps if d in results and results[d].get("status") != "ok"), None)
+            results[t.id] = dependency_failure(t, failed, results[failed]) if failed is not None else t.fn()
+            on_done(t, results[t.id])
+
+
+def _topological(tasks: Sequence[Task], by_id: dict[str, Task]) -> list[Task]:
+    """Tasks in plan order, each after the tasks it depends on."""
+    out: list[Task] = []
+    seen: set[str] = set()
+
+    def visit(t: Task, path: tuple[str, ...]) -> None:
+        if t.id in seen:
+            return
+        if t.id in path:
+            raise RuntimeError(f"tasks wait on each other: {t.id}")
+        for d in t.deps:
+            if d in by_id:
+                visit(by_id[d], (*path, t.id))
+        seen.add(t.id)
+        out.append(t)
+
+    for t in tasks:
+        visit(t, ())
+    return out

@@ -25,6 +25,7 @@ import itertools
 import json
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -95,6 +96,8 @@ class _Runner:
                  timeout_s: float | None, memory_mb: float | None, bar):
         self.plan, self.config, self.store, self.cache = plan, config, store, cache
         self.timeout_s, self.memory_mb, self.bar = timeout_s, memory_mb, bar
+        #: Set when the run is interrupted: running workers are killed, nothing more is stored.
+        self.cancel = threading.Event()
 
     def _limits(self, label: str, train: bool = False) -> WorkerLimits:
         m = self.plan.adapters[label]
@@ -112,7 +115,7 @@ class _Runner:
         folder.mkdir(parents=True, exist_ok=True)
         res = run_in_worker(self.plan.refs[u.method], None, {"device": u.device}, action="train", stage=folder,
                             training=training, settings=u.settings, limits=self._limits(u.method, train=True),
-                            on_poll=show)
+                            on_poll=show, cancel=self.cancel)
         info = {**_outcome(res), **res.info}
         if res.ok and not (folder / str(info.get("weights", ""))).is_file():
             info.update(status="error", error=f"training wrote no weights file {info.get('weights')!r}")
@@ -122,7 +125,7 @@ class _Runner:
         folder = self.store.stage_folder(u)
         folder.mkdir(parents=True, exist_ok=True)
         res = run_in_worker(self.plan.refs[u.method], u.recording, u.params, action="prepare", stage=folder,
-                            limits=self._limits(u.method))
+                            limits=self._limits(u.method), cancel=self.cancel)
         info = {**_outcome(res), **res.info, "params": u.params}
         self.store.save_stage_record(u, info)
         return info
@@ -130,9 +133,11 @@ class _Runner:
     def segment(self, u: SegmentUnit) -> dict:
         if u.stage is not None:
             res = run_in_worker(self.plan.refs[u.method], u.recording, u.params, action="finish",
-                                stage=self.store.stage_folder(u.stage), limits=self._limits(u.method))
+                                stage=self.store.stage_folder(u.stage), limits=self._limits(u.method),
+                                cancel=self.cancel)
         else:
-            res = run_in_worker(self.plan.refs[u.method], u.recording, u.params, limits=self._limits(u.method))
+            res = run_in_worker(self.plan.refs[u.method], u.recording, u.params, limits=self._limits(u.method),
+                                cancel=self.cancel)
         seg = res.segmentation
         info = {
             "method": u.method,
@@ -284,6 +289,9 @@ def run_benchmark(
     table = out / "results.csv"
     try:
         executor.run(tasks, on_done)
+    except BaseException:
+        runner.cancel.set()  # Ctrl-C or SIGTERM: kill the workers still running in other threads
+        raise
     finally:
         bar.close()
         tables = result_rows(config, ds, recs, plan, records, trained, base)
@@ -356,6 +364,8 @@ def _overlay_material(out: Path, config: RunConfig, ds: Dataset, recs, chosen: d
     if not img.is_file():
         np.save(img, summary_images(rec.movie)["corr"].astype(np.float32))
     rec.ground_truth(ds.grader_for(rec)).save(folder / "gt.npz")
+    if rec.crop is not None and any(rec.crop):
+        atomic_write_text(folder / "crop.txt", ",".join(map(str, rec.crop)) + "\n")
     for method in (split_label(e)[0] for e in config.methods):
         info = chosen.get((method, rec.name))
         if info is not None and info["status"] == "ok":

@@ -275,8 +275,14 @@ def _overlay(folder: Path, out: Path) -> bool:
     gt = Masks.load(folder / "gt.npz")
     methods = {p.stem.split("__", 1)[1]: Masks.load(p) for p in sorted(folder.glob("method__*.npz"))}
     rec = (folder / "recording.txt").read_text().strip() if (folder / "recording.txt").is_file() else ""
+    # The recording's registration border ("T,B,L,R", written beside the material), drawn around the image.
+    crop = None
+    if (folder / "crop.txt").is_file():
+        from datasets.borders import parse_crop
+
+        crop = parse_crop((folder / "crop.txt").read_text().strip())
     for ext in ("png", "svg"):
-        overlay(corr, gt, methods, out / f"overlay.{ext}", title=f"recording {rec}")
+        overlay(corr, gt, methods, out / f"overlay.{ext}", title=f"recording {rec}", crop=crop)
     return True
 
 

@@ -44,7 +44,7 @@ def _unit_columns(unit: SegmentUnit, info: dict, train_records: Mapping[str, dic
         "status": info["status"],
         "error": info.get("error", ""),
         "versions": info.get("versions", {}),
-        "crop": unit.recording.provenance.get("crop") if unit.recording.provenance else None,
+        "crop": None if unit.recording.crop is None else ",".join(map(str, unit.recording.crop)),
     }
     if unit.train is not None:
         tr = train_records.get(unit.train.id, {})

@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -35,11 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from datasets.errors import InputError
 from datasets.masks import Masks
-from datasets.movies import movie_from_spec
 from datasets.records import Recording
 from methods.base import Segmentation, json_default, resolve_method
 
@@ -172,6 +170,7 @@ def run_in_worker(
     training: Sequence[tuple[Recording, Masks]] = (),
     settings: dict | None = None,
     on_poll: Callable[[Path], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> WorkerResult:
     """Run one job of ``method`` (a registry name, optionally ``name:ARG``) in a new process.
 
@@ -201,6 +200,9 @@ def run_in_worker(
     on_poll : callable, optional
         Called with the job folder about every second while the worker runs
         (progress display).
+    cancel : threading.Event, optional
+        When set (the run was interrupted), the worker is killed and
+        :class:`InterruptedError` raised: nothing is reported as a result.
 
     Returns
     -------
@@ -227,7 +229,7 @@ def run_in_worker(
             "training": [_training_spec(rec, gt, work, i) for i, (rec, gt) in enumerate(training)],
             "out": str(work / "out"),
         }
-        return _run(job, limits, python, work, on_poll)
+        return _run(job, limits, python, work, on_poll, cancel)
     finally:
         if keep_dir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -267,24 +269,17 @@ def _alive(pid: int) -> bool:
 
 
 def _recording_spec(recording: Recording, work: Path) -> dict:
-    spec = {
-        "name": recording.name,
-        "fps": recording.fps,
-        "um_per_px": recording.um_per_px,
-        "indicator": recording.indicator,
-        "split": recording.split,
-        "group": recording.group,
-        "shape": list(recording.frame_shape),
-        "movie": _movie_spec(recording, work),
-    }
-    return spec
+    # A movie held in memory is written into the job folder (in chunks); a file movie is reopened lazily.
+    spill = work / f"spill-{_safe_name(recording.name)}"
+    spill.mkdir(exist_ok=True)
+    return recording.to_spec(spill=spill)
 
 
-def _recording_from_spec(r: dict, ground_truth: Masks | None = None) -> Recording:
-    movie = movie_from_spec(r["movie"]) if r["movie"] is not None else None
-    gts = {} if ground_truth is None else {"default": ground_truth}
-    return Recording(r["name"], movie, r["fps"], r["um_per_px"], gts, r["indicator"], r["split"], r["group"],
-                     shape=tuple(r["shape"]))
+def _recording_from_spec(spec: dict, ground_truth: Masks | None = None) -> Recording:
+    rec = Recording.from_spec(spec)
+    if ground_truth is not None:
+        rec.ground_truths = {"default": ground_truth}
+    return rec
 
 
 def _training_spec(recording: Recording, gt: Masks, work: Path, i: int) -> dict:
@@ -293,22 +288,11 @@ def _training_spec(recording: Recording, gt: Masks, work: Path, i: int) -> dict:
     return {"recording": _recording_spec(recording, work), "gt": str(path)}
 
 
-def _movie_spec(recording: Recording, work: Path) -> dict | None:
-    if recording.movie is None:
-        return None
-    try:
-        return recording.movie.to_spec()
-    except InputError:
-        path = work / f"movie-{_safe_name(recording.name)}.npy"
-        np.save(path, recording.movie.read())
-        return {"kind": "npy", "path": str(path)}
-
-
 def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def _run(job: dict, limits: WorkerLimits, python: str, work: Path, on_poll) -> WorkerResult:
+def _run(job: dict, limits: WorkerLimits, python: str, work: Path, on_poll, cancel) -> WorkerResult:
     home = work / "home"
     for sub in ("home", "tmp", "mpl", "out", "caiman"):
         (work / sub).mkdir(exist_ok=True)
@@ -347,7 +331,7 @@ def _run(job: dict, limits: WorkerLimits, python: str, work: Path, on_poll) -> W
             return WorkerResult("crash", f"could not start {python}: {exc}", wall_s=0.0)
         try:
             poll = (lambda: on_poll(work)) if on_poll is not None else None
-            status, message, peak = _supervise(proc, limits, poll)
+            status, message, peak = _supervise(proc, limits, poll, cancel)
         except BaseException:
             # Interrupted (Ctrl-C, SIGTERM turned into SystemExit): the worker has its
             # own session, so it would outlive us unless killed here.
@@ -368,13 +352,15 @@ def progress_line(work: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def _supervise(proc: subprocess.Popen, limits: WorkerLimits, poll=None) -> tuple[str, str, float]:
+def _supervise(proc: subprocess.Popen, limits: WorkerLimits, poll=None, cancel=None) -> tuple[str, str, float]:
     """Wait for the worker, enforcing the limits; returns (status, message, peak MB)."""
     deadline = time.monotonic() + limits.timeout_s
     peak_kb = 0
     rusage_kb = 0
     next_poll = time.monotonic() + 1.0
     while True:
+        if cancel is not None and cancel.is_set():
+            raise InterruptedError("the run was interrupted")  # the caller kills the group
         if poll is not None and time.monotonic() > next_poll:
             poll()
             next_poll = time.monotonic() + 1.0
