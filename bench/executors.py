@@ -44,6 +44,9 @@ class Task:
         Shown in the progress bar.
     resources : dict
         What a worker must offer (``{"GPU": 1}`` for GPU units), for cluster executors.
+    remote : callable, optional
+        A picklable equivalent of ``fn`` for executors that run tasks on other
+        machines (no progress display, no local cancellation).
     """
 
     id: str
@@ -51,6 +54,7 @@ class Task:
     deps: tuple[str, ...] = ()
     label: str = ""
     resources: dict = field(default_factory=dict)
+    remote: Callable[[], dict] | None = None
 
 
 def dependency_failure(task: Task, dep: str, record: dict) -> dict:

@@ -28,13 +28,15 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from bench.environment import environment, hardware_summary
 from bench.executors import Executor, LocalExecutor, Task
+from bench.jobs import Job, execute_job
 from bench.metrics import match
 from bench.plan import Plan, RunConfig, plan_run, select_methods, split_label
 from bench.results import atomic_write_text, write_table
@@ -42,10 +44,11 @@ from bench.scoring import score_masks
 from bench.tables import result_rows
 from bench.units import SegmentUnit, StageUnit, TrainUnit, UnitStore, WeightsCache, params_hash, safe_name
 from datasets.errors import InputError
-from datasets.records import Dataset
+from datasets.records import Dataset, Recording
 from datasets.registry import data_root
 from datasets.registry import get as get_dataset
-from methods.worker import WorkerLimits, WorkerResult, clean_stale_workdirs, progress_line, run_in_worker
+from methods.base import Segmentation
+from methods.worker import WorkerLimits, clean_stale_workdirs, progress_line
 
 __all__ = ["RunConfig", "run_benchmark", "select_methods", "params_hash", "split_label"]
 
@@ -90,7 +93,7 @@ def _check_out_dir(out: Path, config: RunConfig, resume: bool, force: bool) -> d
 
 # ---------------------------------------------------------------------------- tasks
 class _Runner:
-    """Builds the tasks of a plan: each runs one unit in a worker and stores its result."""
+    """Makes the tasks of a plan (picklable jobs) and stores what they return, in this process."""
 
     def __init__(self, plan: Plan, config: RunConfig, store: UnitStore, cache: WeightsCache,
                  timeout_s: float | None, memory_mb: float | None, bar):
@@ -98,53 +101,81 @@ class _Runner:
         self.timeout_s, self.memory_mb, self.bar = timeout_s, memory_mb, bar
         #: Set when the run is interrupted: running workers are killed, nothing more is stored.
         self.cancel = threading.Event()
+        self.units = {u.id: u for u in (*plan.trains, *plan.stages, *plan.units)}
 
     def _limits(self, label: str, train: bool = False) -> WorkerLimits:
         m = self.plan.adapters[label]
         default = m.train_timeout_s if train else m.default_timeout_s
         return WorkerLimits(timeout_s=self.timeout_s or default, memory_mb=self.memory_mb)
 
-    def train(self, u: TrainUnit) -> dict:
+    def _spec(self, rec: Recording) -> dict:
+        # An in-memory movie is written once into the run folder, where every worker can read it.
+        spill = self.store.root / "movies" / safe_name(rec.name)
+        spill.mkdir(parents=True, exist_ok=True)
+        return rec.to_spec(spill=spill)
+
+    # ---------------------------------------------------------------- jobs
+    def train_job(self, u: TrainUnit) -> Job:
+        folder = self.cache.folder(u)
+        (folder / "ground-truth").mkdir(parents=True, exist_ok=True)
+        training = []
+        for r in u.recordings:
+            gt = folder / "ground-truth" / f"{safe_name(r.name)}.npz"
+            r.ground_truth(u.grader).save(gt)
+            training.append((self._spec(r), str(gt)))
+        return Job("train", self.plan.refs[u.method], None, {"device": u.device}, stage=str(folder),
+                   training=tuple(training), settings=u.settings, limits=self._limits(u.method, train=True))
+
+    def stage_job(self, u: StageUnit) -> Job:
+        folder = self.store.stage_folder(u)
+        folder.mkdir(parents=True, exist_ok=True)
+        return Job("prepare", self.plan.refs[u.method], self._spec(u.recording), u.params, stage=str(folder),
+                   limits=self._limits(u.method))
+
+    def segment_job(self, u: SegmentUnit) -> Job:
+        stage = str(self.store.stage_folder(u.stage)) if u.stage is not None else None
+        return Job("finish" if stage else "segment", self.plan.refs[u.method], self._spec(u.recording), u.params,
+                   stage=stage, out=str(self.store.folder(u)), limits=self._limits(u.method))
+
+    def local(self, job: Job, u) -> Callable[[], dict]:
+        """The task's callable on this machine: progress shown, interruption honoured."""
+
         def show(work: Path) -> None:
             line = progress_line(work)
             if line:
                 self.bar.set_postfix_str(f"training {u.method} ({u.fold}): {line}", refresh=True)
 
-        training = [(r, r.ground_truth(u.grader)) for r in u.recordings]
-        folder = self.cache.folder(u)
-        folder.mkdir(parents=True, exist_ok=True)
-        res = run_in_worker(self.plan.refs[u.method], None, {"device": u.device}, action="train", stage=folder,
-                            training=training, settings=u.settings, limits=self._limits(u.method, train=True),
-                            on_poll=show, cancel=self.cancel)
-        info = {**_outcome(res), **res.info}
-        if res.ok and not (folder / str(info.get("weights", ""))).is_file():
-            info.update(status="error", error=f"training wrote no weights file {info.get('weights')!r}")
-        return self.cache.save(u, info)
+        poll = show if isinstance(u, TrainUnit) else None
+        return partial(execute_job, job, on_poll=poll, cancel=self.cancel)
 
-    def stage(self, u: StageUnit) -> dict:
-        folder = self.store.stage_folder(u)
-        folder.mkdir(parents=True, exist_ok=True)
-        res = run_in_worker(self.plan.refs[u.method], u.recording, u.params, action="prepare", stage=folder,
-                            limits=self._limits(u.method), cancel=self.cancel)
-        info = {**_outcome(res), **res.info, "params": u.params}
-        self.store.save_stage_record(u, info)
-        return info
+    # ---------------------------------------------------------------- results (parent only)
+    def store_result(self, task_id: str, record: dict) -> dict:
+        """Store what a task returned (a derived failure too); the unit's record for the tables."""
+        u = self.units[task_id]
+        info = {k: v for k, v in record.items() if k != "info"}
+        info.update(record.get("info") or {})
+        if isinstance(u, TrainUnit):
+            folder = self.cache.folder(u)
+            if info["status"] == "ok" and not (folder / str(info.get("weights", ""))).is_file():
+                info.update(status="error", error=f"training wrote no weights file {info.get('weights')!r}")
+            return self.cache.save(u, info)
+        if isinstance(u, StageUnit):
+            if "peak_memory_mb" in record:  # a stage that ran (not one skipped after a failed training)
+                self.store.save_stage_record(u, {**info, "params": u.params})
+            return info
+        return self._store_segment(u, info, ran="peak_memory_mb" in record)
 
-    def segment(self, u: SegmentUnit) -> dict:
-        if u.stage is not None:
-            res = run_in_worker(self.plan.refs[u.method], u.recording, u.params, action="finish",
-                                stage=self.store.stage_folder(u.stage), limits=self._limits(u.method),
-                                cancel=self.cancel)
-        else:
-            res = run_in_worker(self.plan.refs[u.method], u.recording, u.params, limits=self._limits(u.method),
-                                cancel=self.cancel)
-        seg = res.segmentation
+    def _store_segment(self, u: SegmentUnit, outcome: dict, ran: bool) -> dict:
+        seg = Segmentation.load(self.store.folder(u)) if outcome["status"] == "ok" else None
         info = {
             "method": u.method,
             "recording": u.recording.name,
             "point": u.point,
             "params": seg.params if seg else u.params,
-            **_outcome(res),
+            "status": outcome["status"],
+            "error": outcome.get("error", ""),
+            "peak_memory_mb": outcome.get("peak_memory_mb", math.nan),
+            "wall_s": outcome.get("wall_s", math.nan),
             "init_s": seg.init_s if seg else math.nan,
             "process_s": seg.process_s if seg else math.nan,
             "io_s": seg.io_s if seg else math.nan,
@@ -154,15 +185,15 @@ class _Runner:
             "weights_key": u.train.key if u.train else None,
         }
         if seg is not None:
-            if u.stage is not None:  # the expensive stage's own init time and peak memory count too
+            if u.stage is not None:  # the expensive stage's peak memory counts too
                 st = self.store.stage_record(u.stage) or {}
                 info["peak_memory_mb"] = max(info["peak_memory_mb"], st.get("peak_memory_mb", 0.0))
             info["scores"] = {self.config.rule: score_masks(u.recording, seg.masks, self.config.rule)}
-        return self.store.save(u, info, seg)
-
-
-def _outcome(res: WorkerResult) -> dict:
-    return {"status": res.status, "error": res.message, "peak_memory_mb": res.peak_memory_mb, "wall_s": res.wall_s}
+        if ran:  # else not run because a dependency failed: derived, not stored
+            info = self.store.save(u, info, None)  # the segmentation's files are already in its folder
+        if seg is not None:
+            info["masks"] = seg.masks
+        return info
 
 
 def _tasks(plan: Plan, runner: _Runner, retry_failed: bool) -> tuple[list[Task], dict, dict]:
@@ -175,20 +206,23 @@ def _tasks(plan: Plan, runner: _Runner, retry_failed: bool) -> tuple[list[Task],
     def done(info: dict | None) -> bool:
         return info is not None and (info["status"] == "ok" or not retry_failed)
 
+    def task(u, job: Job, deps: tuple[str, ...], label: str, resources: dict) -> Task:
+        return Task(u.id, runner.local(job, u), deps, label, resources, remote=partial(execute_job, job))
+
     for t in plan.trains:
         info = runner.cache.load(t)
         if done(info):
             trained[t.id] = info
         else:
-            tasks.append(Task(t.id, lambda t=t: runner.train(t), (), f"train {t.method} {t.fold}", gpu))
+            tasks.append(task(t, runner.train_job(t), (), f"train {t.method} {t.fold}", gpu))
+    stage_failed: dict[str, dict] = {}
     for s in plan.stages:
         info = runner.store.stage_record(s)
         deps = (s.train.id,) if s.train is not None else ()
         if not done(info):
-            tasks.append(Task(s.id, lambda s=s: runner.stage(s), deps, f"{s.method} {s.recording.name} (stage)", gpu))
+            tasks.append(task(s, runner.stage_job(s), deps, f"{s.method} {s.recording.name} (stage)", gpu))
         elif info["status"] != "ok":
-            records[s.id] = info
-    stage_failed = {k: v for k, v in records.items()}
+            stage_failed[s.id] = info
     for u in plan.units:
         info = runner.store.load(u)
         if done(info):
@@ -198,9 +232,7 @@ def _tasks(plan: Plan, runner: _Runner, retry_failed: bool) -> tuple[list[Task],
         if failed is not None:  # its stage failed in an earlier attempt (not retried): a failure row
             records[u.id] = {"status": "error", "error": f"not run: {failed} failed: {stage_failed[failed]['error']}"}
             continue
-        tasks.append(Task(u.id, lambda u=u: runner.segment(u), u.deps, f"{u.method} {u.recording.name}"))
-    for k in stage_failed:
-        records.pop(k, None)
+        tasks.append(task(u, runner.segment_job(u), u.deps, f"{u.method} {u.recording.name}", {}))
     return tasks, records, trained
 
 
@@ -274,7 +306,8 @@ def run_benchmark(
     bar.update(n_units - len(tasks))
     log.info("%d units (%d training, %d stages), %d to run", n_units, len(plan.trains), len(plan.stages), len(tasks))
 
-    def on_done(task: Task, info: dict) -> None:
+    def on_done(task: Task, record: dict) -> None:
+        info = runner.store_result(task.id, record)
         kind = task.id.split("/", 1)[0]
         if kind == "unit":
             records[task.id] = info

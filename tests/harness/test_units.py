@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-import bench.harness as harness
+import bench.jobs as jobs
 from bench.executors import LocalExecutor, Task
 from bench.harness import RunConfig, run_benchmark
 from bench.plan import plan_run
@@ -37,13 +37,13 @@ epoch_steps = 1
 
 def _counting(monkeypatch):
     calls: list[str] = []
-    real = harness.run_in_worker
+    real = jobs.run_in_worker
 
     def counting(*a, **k):
         calls.append(k.get("action", "segment"))
         return real(*a, **k)
 
-    monkeypatch.setattr(harness, "run_in_worker", counting)
+    monkeypatch.setattr(jobs, "run_in_worker", counting)
     return calls
 
 
