@@ -222,8 +222,11 @@ def _save_nwb(args: argparse.Namespace, movie, masks) -> Path:
     from datasets.records import Recording
 
     rec = Recording(Path(args.movie).stem, movie, args.fps, args.um_per_px)
+    import torch
+
     settings = {k: getattr(args, k) for k in ("weights", "threshold", "min_area", "overlap", "batch_frames")}
-    return write_masks_nwb(args.out, masks, rec, method="stnn", description={"method": "stnn", "params": settings})
+    about = {"method": "stnn", "params": settings, "versions": {"torch": torch.__version__}}
+    return write_masks_nwb(args.out, masks, rec, method="stnn", description=about)
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
