@@ -11,14 +11,17 @@ the harness can ask :func:`admit` with the run's recordings and time budget:
   block, then the top ``percentage_of_seeds`` of them:
   ``percentage_of_seeds x ceil(H / g) x ceil(W / g)`` (an upper bound: seeds
   inside cells already found are skipped);
-* ``seconds_per_seed``: the graph of a seed's patch has ``patch_size ** 2``
-  nodes; its cost was measured as ``patch_size ** 2 x (a + b x averaged
-  frames)`` with ``a`` = :data:`HNCCORR_S_PER_NODE` and ``b`` =
-  :data:`HNCCORR_S_PER_NODE_FRAME`, from CPU seconds of ``HNCcorr.segment``
-  (one BLAS thread) on a 96 x 96 crop of ``synthetic`` syn07 with 14 seeds of a
-  45 px patch: 18.3 s with 60 averaged frames, 24.6 s with 240 (2-core Intel
-  Xeon development machine, loaded by other agents: wall times were 3-4 times
-  the CPU times, so the rule counts CPU seconds);
+* ``seconds_per_seed``: HNCcorr compares every pair of the ``n = patch_size ** 2``
+  pixels of a seed's patch, so a seed costs ``n ** 2 x (a + b x averaged
+  frames)`` with ``a`` = :data:`HNCCORR_S_PER_PAIR` and ``b`` =
+  :data:`HNCCORR_S_PER_PAIR_FRAME`, fitted to CPU seconds of
+  ``HNCcorr.segment`` (one BLAS thread) on a 96 x 96 crop of ``synthetic``
+  syn07, 14 seeds of a 45 px patch: 18.3 s with 60 averaged frames, 24.6 s
+  with 240. Checked on ``synthetic-tiny`` tiny00 with a 31 px patch and 160
+  seeds: 35.9 s measured, 46 s estimated (a ``patch_size ** 2`` model would
+  have said 96 s). Measured on the 2-core Intel Xeon development machine while
+  other agents loaded it (wall times were 3-4 times the CPU times, so the rule
+  counts CPU seconds);
 * units: one per recording without tuning, one per (recording, grid point) with
   leave-one-out tuning (the harness runs every point on every recording).
 
@@ -26,7 +29,7 @@ The method is admitted when the estimate, scaled by ``safety`` (default 2:
 machines differ, and the harness also reads and averages the movie), is at most
 the budget. Examples: ``synthetic-tiny`` (2 x 96 x 96 x 600, no tuning) ~150 s,
 admitted; the default run (3 x 256 x 256 x 2,400, leave-one-out on 4 points)
-~8,800 s, refused (~2,200 s without tuning: refused as well).
+~8,600 s, refused (~2,150 s without tuning: refused as well).
 The budget defaults to :data:`DEFAULT_BUDGET_S` (the default run's 15 minutes).
 """
 
@@ -40,8 +43,8 @@ from datasets.records import Recording
 
 __all__ = [
     "DEFAULT_BUDGET_S",
-    "HNCCORR_S_PER_NODE",
-    "HNCCORR_S_PER_NODE_FRAME",
+    "HNCCORR_S_PER_PAIR",
+    "HNCCORR_S_PER_PAIR_FRAME",
     "Admission",
     "hnccorr_seconds",
     "admit",
@@ -49,9 +52,9 @@ __all__ = [
 
 #: The default run's time (README: the main command finishes in about a quarter of an hour).
 DEFAULT_BUDGET_S = 15 * 60.0
-#: CPU seconds per patch node of one HNCcorr seed, and per node and averaged frame (module docstring).
-HNCCORR_S_PER_NODE = 5.4e-4
-HNCCORR_S_PER_NODE_FRAME = 1.4e-6
+#: CPU seconds per pixel pair of one HNCcorr seed's patch, and per pair and averaged frame (module docstring).
+HNCCORR_S_PER_PAIR = 2.8e-7
+HNCCORR_S_PER_PAIR_FRAME = 6.1e-10
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,8 @@ def hnccorr_seconds(recording: Recording, params: dict) -> float:
     g = max(1, int(params["seeder_grid_size"]))
     seeds = float(params["percentage_of_seeds"]) * math.ceil(h / g) * math.ceil(w / g)
     frames = math.ceil(recording.n_frames / max(1, int(params["average_frames"])))
-    per_node = HNCCORR_S_PER_NODE + HNCCORR_S_PER_NODE_FRAME * frames
-    return seeds * int(params["patch_size"]) ** 2 * per_node
+    pairs = float(int(params["patch_size"]) ** 2) ** 2
+    return seeds * pairs * (HNCCORR_S_PER_PAIR + HNCCORR_S_PER_PAIR_FRAME * frames)
 
 
 def admit(
