@@ -383,6 +383,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from bench.export import export_run, parse_formats
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    rep = export_run(args.run, parse_formats(args.format), methods=methods, out=args.out, overwrite=args.overwrite)
+    print(f"wrote {len(rep.files)} file(s) under {rep.out}")
+    for f in rep.not_exported:
+        print(f"not exported: {f.method} on {f.recording} ({f.status}: {f.error})")
+    return 0
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    from bench.setup_caiman import setup_caiman
+
+    result = setup_caiman(prefix=args.prefix, source=args.source, install_deps=not args.no_deps)
+    print(result.summary())
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -571,6 +590,32 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default=None, help="report folder (default: RUN/report)")
     rp.add_argument("--no-figures", action="store_true", help="tables only")
     rp.set_defaults(func=cmd_report)
+
+    ex = sub.add_parser(
+        "export",
+        help="write a run's masks as NWB, ImageJ ROI sets, Suite2p stat.npy or .npz",
+        description="Export the masks each (method, recording) of a run was scored with: NWB (with the ground "
+        "truths, imaging metadata and the movie linked, not copied), ImageJ RoiSet.zip, Suite2p-style stat.npy, "
+        "or the suite's sparse .npz. Failed units are listed, not exported.",
+    )
+    ex.add_argument("run", help="run folder (the --out of 'bench run')")
+    ex.add_argument("--format", default="nwb", help="nwb, roi, suite2p, npz, several comma-separated, or all "
+                                                     "(default: nwb)")
+    ex.add_argument("--methods", default=None, help="comma-separated method labels (default: all of the run's)")
+    ex.add_argument("--out", default=None, help="output folder (default: RUN/export)")
+    ex.add_argument("--overwrite", action="store_true", help="replace existing files")
+    ex.set_defaults(func=cmd_export)
+
+    su = sub.add_parser("setup", help="build a peer method's own environment (caiman)",
+                        description="Build CaImAn's own virtual environment from its source tree and point "
+                                    "caiman-batch and caiman-online at its interpreter in the suite's config.")
+    su.add_argument("what", choices=("caiman",), help="what to set up")
+    su.add_argument("--prefix", default=None, help="environment folder (default: ~/.local/share/bench/caiman)")
+    su.add_argument("--source", default=None, help="CaImAn source tree or .tar.gz/.zip archive "
+                                                   "(default: download the known-good release)")
+    su.add_argument("--no-deps", action="store_true", help="install CaImAn alone, not its dependencies "
+                                                           "(for an environment prepared by hand, and tests)")
+    su.set_defaults(func=cmd_setup)
     return p
 
 

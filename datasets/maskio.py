@@ -2,8 +2,8 @@
 
 Formats read: MATLAB v5 and v7.3 (any single mask variable; uint8, float or
 bool), ``.npy``/``.npz`` stacks and label images, HDF5, Neurofinder
-``regions.json``, Suite2p ``stat.npy``, label images (TIFF/PNG) and ImageJ
-ROI files (``.roi``, ``.zip``).
+``regions.json``, Suite2p ``stat.npy``, label images (TIFF/PNG), ImageJ
+ROI files (``.roi``, ``.zip``) and NWB PlaneSegmentations (``.nwb``).
 
 Orientation. A dense file stores masks as a 3-D array whose mask axis and
 in-plane order depend on its producer: MATLAB pipelines store (x, y, N) or
@@ -63,7 +63,7 @@ class LoadedMasks:
         The file read.
     format : str
         ``mat-v5``, ``mat-v7.3``, ``hdf5``, ``npy``, ``npz``, ``bench-npz``,
-        ``regions-json``, ``suite2p-stat``, ``label-image``, ``imagej-roi``.
+        ``regions-json``, ``suite2p-stat``, ``label-image``, ``imagej-roi``, ``nwb-plane-segmentation``.
     variable : str or None
         The variable or dataset read, for container formats.
     stored_shape : tuple or None
@@ -141,6 +141,12 @@ def load_masks(
         loaded = LoadedMasks(_read_imagej(path, _need_frame(path, frame)), path, "imagej-roi")
     elif suffix == ".npy" and name.startswith("stat"):
         loaded = LoadedMasks(_read_suite2p_stat(path, _need_frame(path, frame)), path, "suite2p-stat")
+    elif suffix == ".nwb":
+        from datasets.nwb import read_nwb_masks
+
+        masks = read_nwb_masks(path, frame, name=var)
+        _check_frame(path, masks.shape, frame)
+        loaded = LoadedMasks(masks, path, "nwb-plane-segmentation", variable=var)
     elif suffix == ".npz" and _is_bench_npz(path):
         masks = Masks.load(path)
         _check_frame(path, masks.shape, frame)

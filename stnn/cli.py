@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         "masks as .npz (datasets.masks.Masks).",
     )
     p.add_argument("movie", help="movie file")
-    p.add_argument("--out", required=True, help="output masks file (.npz)")
+    p.add_argument("--out", required=True, help="output masks file (.npz, or .nwb: NWB with the movie linked)")
     p.add_argument("--fps", type=_positive(float), required=True, help="frame rate of the movie (Hz)")
     p.add_argument("--um-per-px", type=_positive(float), required=True, help="pixel size (um)")
     p.add_argument("--weights", default="synthetic", help="shipped weights name or .pt path (default: synthetic)")
@@ -218,6 +218,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_nwb(args: argparse.Namespace, movie, masks) -> Path:
+    """The masks as NWB, the movie linked, the command's settings in the segmentation's description."""
+    from datasets.nwbio import write_masks_nwb
+    from datasets.records import Recording
+
+    rec = Recording(Path(args.movie).stem, movie, args.fps, args.um_per_px)
+    import torch
+
+    settings = {k: getattr(args, k) for k in ("weights", "threshold", "min_area", "overlap", "batch_frames")}
+    about = {"method": "stnn", "params": settings, "versions": {"torch": torch.__version__}}
+    return write_masks_nwb(args.out, masks, rec, method="stnn", description=about)
+
+
 def _cmd_segment(args: argparse.Namespace) -> int:
     from .infer import segment
 
@@ -240,7 +253,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         windows_per_batch=args.windows_per_batch,
         batch_frames=args.batch_frames,
     )
-    path = res.masks.save(args.out)
+    if Path(args.out).suffix.lower() == ".nwb":
+        path = _save_nwb(args, movie, res.masks)
+    else:
+        path = res.masks.save(args.out)
     if args.save_maps:
         import numpy as np
 
