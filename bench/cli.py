@@ -336,6 +336,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         memory_mb=args.memory_mb,
         progress=not args.quiet,
         retry_failed=args.retry_failed,
+        executor=_executor(args),
     )
     print(f"results: {table}")
     if not args.no_report:
@@ -372,6 +373,18 @@ def _check_graders(args: argparse.Namespace) -> tuple[str, ...] | None:
             hint=f"available: {', '.join(available) or 'none'}",
         )
     return wanted
+
+
+def _executor(args: argparse.Namespace):
+    """The executor ``--executor`` asks for (None: the local default with ``--jobs``)."""
+    if args.executor == "local":
+        if args.scheduler or args.cluster:
+            raise InputError("--scheduler and --cluster need --executor dask")
+        return None
+    from bench.cluster import DaskExecutor
+
+    return DaskExecutor(args.scheduler, cluster=args.cluster, cluster_config=args.cluster_config,
+                        connect_timeout_s=args.connect_timeout)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -570,6 +583,16 @@ def build_parser() -> argparse.ArgumentParser:
         "table of settings per method (default: paper with --device cuda, else quick)",
     )
     r.add_argument("--jobs", type=int, default=1, help="method runs at once, each in its own process (default 1)")
+    r.add_argument("--executor", choices=("local", "dask"), default="local",
+                   help="local worker processes (default) or a Dask cluster (pip install -e '.[cluster]')")
+    r.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="address of an existing dask.distributed scheduler, e.g. tcp://10.0.0.5:8786")
+    r.add_argument("--cluster", choices=("slurm", "pbs", "sge", "lsf"), default=None,
+                   help="start a dask-jobqueue cluster of this kind (with --cluster-config)")
+    r.add_argument("--cluster-config", default=None, metavar="FILE",
+                   help="TOML file of the cluster's job settings (cores, memory, queue, walltime, n_workers ...)")
+    r.add_argument("--connect-timeout", type=float, default=30.0, metavar="S",
+                   help="seconds to wait for the Dask scheduler (default 30)")
     r.add_argument("--max-grid", type=int, default=12, help="at most this many parameter points per method")
     r.add_argument("--timeout", type=float, default=None, help="seconds per method run (default: the method's)")
     r.add_argument("--memory-mb", type=float, default=None, help="memory limit per method run")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from datasets.errors import InputError
 
-__all__ = ["Task", "Executor", "LocalExecutor", "dependency_failure"]
+__all__ = ["Task", "Executor", "LocalExecutor", "dependency_failure", "topological"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Task:
     remote: Callable[[], dict] | None = None
 
 
-def dependency_failure(task: Task, dep: str, record: dict) -> dict:
+def dependency_failure(dep: str, record: dict) -> dict:
     """The record of a task not run because ``dep`` failed."""
     return {"status": "error", "error": f"not run: {dep} failed ({record.get('status')}: {record.get('error', '')})"}
 
@@ -106,7 +106,7 @@ class LocalExecutor(Executor):
                     waiting = [d for d in t.deps if d in by_id and d not in results]
                     failed = next((d for d in t.deps if d in results and results[d].get("status") != "ok"), None)
                     if failed is not None:
-                        results[t.id] = dependency_failure(t, failed, results[failed])
+                        results[t.id] = dependency_failure(failed, results[failed])
                         on_done(t, results[t.id])
                     elif waiting or len(running) >= self.jobs:
                         still.append(t)
@@ -133,14 +133,14 @@ class LocalExecutor(Executor):
         """One task at a time in this thread (Ctrl-C and SIGTERM reach the running worker's supervisor)."""
         by_id = {t.id: t for t in tasks}
         results: dict[str, dict] = {}
-        order = _topological(tasks, by_id)
+        order = topological(tasks, by_id)
         for t in order:
             failed = next((d for d in t.deps if d in results and results[d].get("status") != "ok"), None)
-            results[t.id] = dependency_failure(t, failed, results[failed]) if failed is not None else t.fn()
+            results[t.id] = dependency_failure(failed, results[failed]) if failed is not None else t.fn()
             on_done(t, results[t.id])
 
 
-def _topological(tasks: Sequence[Task], by_id: dict[str, Task]) -> list[Task]:
+def topological(tasks: Sequence[Task], by_id: dict[str, Task]) -> list[Task]:
     """Tasks in plan order, each after the tasks it depends on."""
     out: list[Task] = []
     seen: set[str] = set()
