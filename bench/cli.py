@@ -200,6 +200,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         only=args.only or None,
         base_urls=_parse_base_urls(args.base_url, args.name),
         progress=not args.no_progress,
+        markings=not args.no_markings,
     )
     print(report.summary())
     return 0
@@ -539,6 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--base-url", action="append", default=None, metavar="[KEY=]URL",
                    help="base URL of a source (KEY: neurofinder, abo or stneuronet; default: the data set's own); "
                    "repeatable")
+    f.add_argument("--no-markings", action="store_true",
+                   help="movies only, not the STNeuroNet authors' marking files (e.g. from a mirror of the movies)")
     f.add_argument("--no-progress", action="store_true", help="no progress bars")
     f.set_defaults(func=cmd_fetch)
 

@@ -159,6 +159,7 @@ def make_report(results: Path, out: Path, *, figures: bool = True) -> Path:
         for e in table:
             summary_rows.append(_flat(e))
     md += _per_recording_section(rows, default)
+    md += _weights_section(rows, meta)
     failures = [r for r in rows if r["status"] != "ok"]
     if failures:
         md += ["## Failures", "", "| method | recording | status | message |", "|---|---|---|---|"]
@@ -197,6 +198,31 @@ def make_report(results: Path, out: Path, *, figures: bool = True) -> Path:
     atomic_write_text(out / "report.html", _html(text))
     _write_summary_csv(summary_rows, out / "summary.csv")
     return out / "report.md"
+
+
+def _weights_section(rows: list[dict], meta: dict) -> list[str]:
+    """Which rows used shipped weights and which weights trained in the run (tables from older runs: none)."""
+    learned = [r for r in rows if r.get("weights")]
+    if not learned:
+        return []
+    md = ["## Weights of the learning methods", "",
+          "| method | weights | trained on | key | training s | iterations | device |", "|---|---|---|---|---|---|---|"]
+    seen = set()
+    for r in sorted(learned, key=lambda r: (r["method"], r.get("weights_key") or "")):
+        k = (r["method"], r["weights"], r.get("weights_key"))
+        if k in seen:
+            continue
+        seen.add(k)
+        trained = r["weights"] == "fold-trained"
+        secs = r.get("train_s")
+        md.append(
+            f"| {r['method']} | {r['weights']} | {(r.get('tuned_on') or '').replace(';', ', ') if trained else '—'} "
+            f"| {r.get('weights_key') or '—'} | {f'{secs:.0f}' if trained and secs == secs else '—'} "
+            f"| {r.get('train_iterations') or '—'} | {r.get('train_device') or '—'} |"
+        )
+    md.append("")
+    md += [f"Note: {n}" for n in meta.get("notes", [])]
+    return md + ([""] if meta.get("notes") else [])
 
 
 def _read_csv(path: Path) -> list[dict]:

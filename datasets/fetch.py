@@ -42,6 +42,7 @@ from pathlib import Path
 from datasets.errors import InputError
 from datasets.inventory import format_bytes
 from datasets.jsonio import read_json, write_json_atomic
+from datasets.markings import MARKINGS_DIR
 from datasets.registry import DatasetProvider, closest, data_root
 from datasets.remote import RemoteFile
 
@@ -171,6 +172,7 @@ def fetch(
     base_urls: dict[str, str] | None = None,
     progress: bool = True,
     *,
+    markings: bool = True,
     retries: int = 3,
     timeout: float = 30.0,
 ) -> FetchReport:
@@ -189,6 +191,9 @@ def fetch(
         Source base URLs by key (``neurofinder``, ``abo``, ``stneuronet``).
     progress : bool
         Show a tqdm bar per file on stderr.
+    markings : bool
+        Also fetch the STNeuroNet authors' marking files (ground truth); False
+        for movies alone (a mirror that holds only movies, your own markings).
     retries : int
         Times a broken connection is resumed before giving up.
     timeout : float
@@ -211,6 +216,8 @@ def fetch(
     files: list[RemoteFile] = list(
         provider.remote_files(root, only=None if only is None else list(only), base_urls=base_urls)
     )
+    if not markings:
+        files = [rf for rf in files if not rf.dest.startswith(MARKINGS_DIR + "/")]
     report = FetchReport(name, root)
     manifest = _read_manifest(root)
 

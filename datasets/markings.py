@@ -18,7 +18,10 @@ from datasets.maskio import is_mat73
 from datasets.masks import Masks
 from datasets.remote import RemoteFile, base_url
 
-__all__ = ["MARKINGS", "MARKING_AXES", "marking_file", "load_marking"]
+__all__ = ["MARKINGS", "MARKINGS_DIR", "MARKING_AXES", "marking_file", "load_marking"]
+
+#: Where the marking files are kept below the data root.
+MARKINGS_DIR = "stneuronet/Markings"
 
 
 #: Every file of ``Markings/`` in soltanianzadeh/STNeuroNet at :data:`STNEURONET_COMMIT`, path below
@@ -121,7 +124,7 @@ def marking_file(rel: str, base_urls: dict[str, str] | None = None, *, recording
     known = MARKINGS[rel]
     return RemoteFile(
         url=f"{base_url('stneuronet', base_urls)}/Markings/{rel}",
-        dest=f"stneuronet/Markings/{rel}",
+        dest=f"{MARKINGS_DIR}/{rel}",
         recording=recording,
         size=None if known is None else known[0],
         sha256=None if known is None else known[1],
