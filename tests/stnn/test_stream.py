@@ -340,3 +340,27 @@ def test_gpu_stream_matches_cpu(model):
 
     assert gpu.stats.windows == cpu.stats.windows
     assert cpu.masks.n == 0 or match(cpu.masks, gpu.masks).f1 >= 0.95
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def test_stream_command_prints_latency_and_real_time_factor(model, tmp_path, capsys):
+    import json
+
+    from stnn.cli import main
+    from stnn.weights import WeightsMetadata, save_weights
+
+    weights = save_weights(model, tmp_path / "w.pt", WeightsMetadata(threshold=0.5, min_area=3.0, um_per_px=1.0))
+    np.save(tmp_path / "m.npy", _movie(40))
+    args = ["stream", str(tmp_path / "m.npy"), "--fps", "6", "--um-per-px", "1", "--weights", str(weights)]
+    assert main([*args, "--window", "8", "--replay-fps", "0", "--json", "--out", str(tmp_path / "o.npz")]) == 0
+    fig = json.loads(capsys.readouterr().out)
+    assert fig["windows"] == 5 and fig["raw_frames"] == 40 and fig["real_time_factor"] > 0
+    assert fig["latency_p95_ms"] >= fig["latency_median_ms"] > 0
+    assert Masks.load(tmp_path / "o.npz").n == fig["n_masks"]
+    assert main([*args, "--window", "8", "--replay-fps", "200", "--max-frames", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "latency per window: median" in out and "real-time factor" in out
+    assert main([*args, "--window", "4"]) == 2
+    assert "window must be >= 8" in capsys.readouterr().err
