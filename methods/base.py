@@ -48,6 +48,9 @@ class Segmentation:
         Per-batch (n_batches, H, W) maps, for methods that produce them.
     versions : dict
         Method and library versions.
+    snapshots : list
+        For online methods: ``(seconds_into_recording, Masks)`` pairs, the
+        masks the method had at that time of the recording (F1 against time).
     """
 
     masks: Masks
@@ -58,6 +61,7 @@ class Segmentation:
     n_frames: int = 0
     probability_maps: np.ndarray | None = None
     versions: dict = field(default_factory=dict)
+    snapshots: list = field(default_factory=list)
 
     @property
     def frames_per_s(self) -> float:
