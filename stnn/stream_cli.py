@@ -54,6 +54,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, positive: Any) -> None
         "--policy", choices=("block", "drop"), default="block", help="when the queue is full (default block)"
     )
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default=None, help="save the final masks (.npz)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
 
@@ -79,6 +80,13 @@ def replay(movie: Any, segmenter: Any, replay_fps: float | None, max_frames: int
     return segmenter.finish()
 
 
+def torch_threads() -> int:
+    """Torch's CPU thread count (reported beside timings)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 def cmd_stream(args: argparse.Namespace) -> int:
     """Run ``stnn stream``."""
     from .cli import open_movie
@@ -88,6 +96,12 @@ def cmd_stream(args: argparse.Namespace) -> int:
         raise InputError(f"--replay-fps must be >= 0, got {args.replay_fps}")
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     movie = open_movie(args.movie, key=args.key)
     config = StreamConfig(
         window=args.window, stride=args.stride, threaded=True, max_queue=args.max_queue, policy=args.policy
@@ -111,6 +125,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         "movie": str(args.movie),
         "frame": list(movie.frame_shape),
         "device": str(seg.device),
+        "torch_threads": torch_threads(),
         "replay_fps": replay_fps or None,
         "window": seg.window,
         "stride": seg.stride,

@@ -1,10 +1,11 @@
 """Streaming STNeuroNet speed: real-time factor and window latency of a 30 Hz stream.
 
-Run with ``pytest tests/benchmarks/test_stream_bench.py -m benchmark --benchmark-enable -s``; the figures are
-printed and stored in the benchmark's ``extra_info``. ``STNN_STREAM_WINDOWS`` sets the windows per size
-(default 2). Frames are pushed as fast as possible in the caller's thread, so the real-time factor is
-recording seconds per processing second (>= 1: a live 30 Hz stream keeps up) and the latency of a window
-is its last frame's processing plus the network and fusion (what a stream that keeps up sees).
+Run with ``pytest tests/benchmarks/test_stream_bench.py -m benchmark --benchmark-enable -s``; the figures
+are printed and stored in the benchmark's ``extra_info``. ``STNN_STREAM_WINDOWS`` sets the windows per size
+(default 2), ``STNN_STREAM_THREADS`` torch's CPU threads (default: torch's). Frames are pushed as fast as
+possible in the caller's thread, so the real-time factor is recording seconds per processing second (>= 1:
+a live 30 Hz stream keeps up) and the latency of a window is its last frame's processing plus the network
+and fusion (what a stream that keeps up sees).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from stnn.stream import StreamConfig, StreamSegmenter
 
 FPS = 30.0
 WINDOWS = int(os.environ.get("STNN_STREAM_WINDOWS", "2"))
+THREADS = int(os.environ.get("STNN_STREAM_THREADS", "0")) or None
 
 
 def _frames(n, size, seed=0):
@@ -31,6 +33,8 @@ def _frames(n, size, seed=0):
 
 
 def _run(size, device):
+    if THREADS:
+        torch.set_num_threads(THREADS)
     model, meta = stnn.pretrained("synthetic", device=device, return_metadata=True)
     seg = StreamSegmenter(model, fps=FPS, um_per_px=0.78, device=device, metadata=meta, config=StreamConfig())
     n = WINDOWS * seg.window * seg.pre.bin_factor

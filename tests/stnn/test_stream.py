@@ -24,6 +24,15 @@ from tests.conftest import disk_masks
 DATA = Path(os.environ.get("STNN_TEST_DATA", "/work/data"))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny networks gain nothing from a thread pool, and on a loaded machine its synchronisation is 50x slower.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
@@ -35,9 +44,13 @@ def _movie(t, h=16, w=16, seed=0):
     return rng.poisson(100, size=(t, h, w)).astype(np.uint16)
 
 
-def _stream(model, frames, **kw):
-    cfg = StreamConfig(**{"window": 8, **kw.pop("config", {})})
-    seg = StreamSegmenter(model, fps=6.0, um_per_px=1.0, device="cpu", threshold=0.5, min_area=3, config=cfg, **kw)
+def _segmenter(model, **config):
+    cfg = StreamConfig(**{"window": 8, **config})
+    return StreamSegmenter(model, fps=6.0, um_per_px=1.0, device="cpu", threshold=0.5, min_area=3, config=cfg)
+
+
+def _stream(model, frames, config=None):
+    seg = _segmenter(model, **(config or {}))
     ups = seg.push_many(frames)
     res = seg.finish()
     return seg, ups + res.updates, res
@@ -140,15 +153,7 @@ def test_sliding_stride_runs_more_windows(model):
 
 
 def test_iterator_api_and_snapshots(model):
-    seg = StreamSegmenter(
-        model,
-        fps=6.0,
-        um_per_px=1.0,
-        device="cpu",
-        threshold=0.5,
-        min_area=3,
-        config=StreamConfig(window=8, keep_snapshots=True),
-    )
+    seg = _segmenter(model, keep_snapshots=True)
     updates = list(segment_stream(iter(_movie(30)), seg))
     res = seg.finish()
     assert len(res.snapshots) == res.stats.windows == 4
@@ -167,16 +172,7 @@ def test_iterator_api_and_snapshots(model):
 
 
 def test_memory_does_not_grow_with_stream_length(model):
-    cfg = {"window": 8, "history": 4}
-    seg = StreamSegmenter(
-        model,
-        fps=6.0,
-        um_per_px=1.0,
-        device="cpu",
-        threshold=0.5,
-        min_area=3,
-        config=StreamConfig(**cfg),
-    )
+    seg = _segmenter(model, history=4)
     n = 160
     frames = _movie(5 * n, seed=9)
     tracemalloc.start()
