@@ -18,10 +18,13 @@ import pytest
 import torch
 
 import stnn
+from datasets.registry import data_root
 from stnn.stream import StreamConfig, StreamSegmenter
 
 FPS = 30.0
 WINDOWS = int(os.environ.get("STNN_STREAM_WINDOWS", "2"))
+# The user's data root, read at import (the autouse fixture later points BENCH_DATA at a temporary folder).
+DATA_ROOT = os.environ.get("STNN_BENCH_DATA") or str(data_root())
 THREADS = int(os.environ.get("STNN_STREAM_THREADS", "0")) or None
 
 
@@ -69,3 +72,42 @@ def test_stream_real_time_factor(benchmark, size, device):
     benchmark.extra_info.update(fig)
     assert fig["windows"] == WINDOWS
     assert fig["real_time_factor"] > 0 and fig["latency_p95_ms"] >= fig["latency_median_ms"] > 0
+
+
+@pytest.mark.benchmark
+def test_stream_agrees_with_batch_on_the_synthetic_test_split():
+    """Final stream masks against batch ``stnn.infer.segment`` on each ``synthetic`` test recording (README figures).
+
+    Needs the ``synthetic`` data set under ``STNN_BENCH_DATA`` (default: the data root); about 5 min per
+    recording on 2 CPU cores.
+    """
+    from bench.metrics import match
+    from datasets import registry
+    from stnn.infer import segment
+
+    try:
+        data = registry.get("synthetic", DATA_ROOT)
+    except Exception as exc:  # noqa: BLE001 - absent data: skip
+        pytest.skip(f"synthetic data set not available: {exc}")
+    if not all(r.movie is not None for r in data.split("test")):
+        pytest.skip("synthetic movies are not on disk")
+    model, meta = stnn.pretrained("synthetic", device="cpu", return_metadata=True)
+    for rec in data.split("test"):
+        batch = segment(rec, model, device="cpu", metadata=meta)
+        seg = StreamSegmenter(model, fps=rec.fps, um_per_px=rec.um_per_px, device="cpu", metadata=meta)
+        for block in rec.movie.chunks(64):
+            seg.push_many(block)
+        res = seg.finish()
+        first, last = res.stats.records[0], res.stats.records[-1]
+        gt = rec.ground_truth(data.default_grader)
+        fig = {
+            "recording": rec.name,
+            "f1_stream_vs_batch": round(match(batch.masks, res.masks).f1, 4),
+            "n_batch": batch.masks.n,
+            "n_stream": res.masks.n,
+            "f1_gt_batch": round(match(gt, batch.masks).f1, 4),
+            "f1_gt_stream": round(match(gt, res.masks).f1, 4),
+            "first_window_sd_vs_final": round(first.sd / last.sd - 1, 4),
+        }
+        print(json.dumps(fig))
+        assert fig["f1_stream_vs_batch"] >= 0.95

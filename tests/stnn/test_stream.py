@@ -13,6 +13,7 @@ import torch
 
 from datasets.errors import InputError
 from datasets.masks import Masks
+from datasets.registry import data_root
 from stnn.fusion import IncrementalFusion
 from stnn.infer import segment, window_starts
 from stnn.model import STNeuroNet
@@ -21,7 +22,8 @@ from stnn.preprocess import homomorphic_filter
 from stnn.stream import FrameFilter, StreamConfig, StreamSegmenter, segment_stream
 from tests.conftest import disk_masks
 
-DATA = Path(os.environ.get("STNN_TEST_DATA", "/work/data"))
+# The user's data root, read at import (the autouse fixture later points BENCH_DATA at a temporary folder).
+DATA = Path(os.environ.get("STNN_TEST_DATA") or data_root())
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -290,7 +292,7 @@ def test_bad_configuration():
 def _tiny_movie():
     path = DATA / "synthetic-tiny" / "tiny00" / "movie.h5"
     if not path.is_file():
-        pytest.skip(f"{path} is absent (set STNN_TEST_DATA to a data root with synthetic-tiny)")
+        pytest.skip(f"{path} is absent (set BENCH_DATA or STNN_TEST_DATA to a data root with synthetic-tiny)")
     from datasets.movies import HDF5Movie
 
     return HDF5Movie(path)
