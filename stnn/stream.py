@@ -395,6 +395,7 @@ class StreamSegmenter:
             self.stats.busy_s += time.perf_counter() - t0
         else:
             self._enqueue(np.array(arr, copy=True), arrival)
+            self._raise_worker_error()
         return self._drain()
 
     def push_many(self, frames: Iterable[np.ndarray]) -> list[Update]:
@@ -531,14 +532,14 @@ class StreamSegmenter:
                 self.post.min_area,
                 self.config.max_members,
             )
-        if self.pre.homomorphic:
-            with self._frame_threads():
+        with self._frame_threads():
+            if self.pre.homomorphic:
                 frame = self._filter(frame)
-        n = self.stats.binned_frames
-        self._ring[n % self.window] = frame
-        self._moments.update(frame)
-        self._minimum = min(self._minimum, float(frame.min()))
-        self.stats.binned_frames = n + 1
+            n = self.stats.binned_frames
+            self._ring[n % self.window] = frame
+            self._moments.update(frame)
+            self._minimum = min(self._minimum, float(frame.min()))
+            self.stats.binned_frames = n + 1
         n += 1
         if n >= self.window and (n - self.window) % self.stride == 0:
             self._run_window(n, arrival)
