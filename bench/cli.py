@@ -8,14 +8,18 @@ naming the input and exit with code 2; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+import shutil
 import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from datasets.errors import InputError
+from datasets.errors import InputError, naming
 
 log = logging.getLogger("bench")
 
@@ -39,13 +43,33 @@ def _parse_axes(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated axes, e.g. 2,0,1, got {text!r}") from None
 
 
+def _named_input(flag: str, load, path, **kwargs):
+    """``load(path, **kwargs)``, with an input error prefixed by the flag that named the file."""
+    try:
+        return load(path, **kwargs)
+    except InputError as exc:
+        raise naming(exc, flag, path) from exc
+
+
+def _check_positive(flag: str, value: float | None, *, upper: float | None = None) -> None:
+    """Refuse a numeric option that is not > 0 (and <= ``upper``); None means unset."""
+    if value is None:
+        return
+    if not (value > 0 and (upper is None or value <= upper)):  # also catches NaN
+        bound = f"in (0, {upper:g}]" if upper is not None else "> 0"
+        raise InputError(f"{flag} must be {bound}, got {value:g}")
+
+
 # ---------------------------------------------------------------------------- score
 def cmd_score(args: argparse.Namespace) -> int:
     from bench.metrics import match, neurofinder_combined
     from datasets.maskio import load_masks
 
-    gt = load_masks(args.gt, var=args.gt_var, axes=args.gt_axes, frame=args.shape)
-    pred = load_masks(args.pred, var=args.var, axes=args.axes, reference=gt.masks)
+    _check_positive("--iou", args.iou, upper=1.0)
+    _check_positive("--centroid-gate", args.centroid_gate)
+    _check_positive("--nf-distance", args.nf_distance)
+    gt = _named_input("--gt", load_masks, args.gt, var=args.gt_var, axes=args.gt_axes, frame=args.shape)
+    pred = _named_input("--pred", load_masks, args.pred, var=args.var, axes=args.axes, reference=gt.masks)
     score = match(gt.masks, pred.masks, iou=args.iou, rule=args.rule, centroid_gate=args.centroid_gate)
     combined = neurofinder_combined(gt.masks, pred.masks, threshold_px=args.nf_distance)
     out = {
@@ -119,27 +143,64 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _datasets_add(args: argparse.Namespace) -> int:
+    from datasets.borders import parse_crop
     from datasets.user import add_recording
 
-    path = add_recording(args.name, args.movie, masks_path=args.masks, fps=args.fps, um_per_px=args.um_per_px,
-                         key=args.key, indicator=args.indicator, split=args.split, var=args.var,
-                         overwrite=args.overwrite)
-    print(f"registered '{args.name}' ({path}); run it with: python -m bench run --dataset {args.name}")
+    path = add_recording(
+        args.name,
+        args.movie,
+        masks_path=args.masks,
+        fps=args.fps,
+        um_per_px=args.um_per_px,
+        key=args.key,
+        recording=args.recording,
+        indicator=args.indicator,
+        split=args.split,
+        group=args.group,
+        var=args.var,
+        axes=args.axes,
+        crop=None if args.crop is None else parse_crop(args.crop),
+        overwrite=args.overwrite,
+    )
+    rec = args.recording or args.name
+    print(f"registered '{rec}' in data set '{args.name}' ({path})")
+    print(f"run it with: python -m bench run --dataset {args.name}")
     return 0
 
 
 def _datasets_remove(args: argparse.Namespace) -> int:
     from datasets.user import remove_recording
 
-    path = remove_recording(args.name)
-    print(f"removed the registration {path} (the movie and mask files are left as they are)")
+    path = remove_recording(args.name, recording=args.recording)
+    what = f"recording '{args.recording}' of" if args.recording else "the data set"
+    print(f"removed {what} '{args.name}' ({path}); the movie and mask files are left as they are")
     return 0
+
+
+def _parse_base_urls(values: Sequence[str] | None, dataset: str) -> dict[str, str] | None:
+    """``--base-url [KEY=]URL`` values as ``{key: url}``; a bare URL is the data set's own source."""
+    if not values:
+        return None
+    out = {}
+    for text in values:
+        key, sep, url = text.partition("=")
+        if not sep or "://" in key:
+            key, url = dataset, text
+        if "://" not in url:
+            raise InputError(f"--base-url {text!r} is not a URL", hint="e.g. --base-url http://127.0.0.1:8000")
+        out[key.strip().lower()] = url.strip()
+    return out
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from datasets.fetch import fetch
 
-    report = fetch(args.name, only=args.only or None, progress=not args.no_progress)
+    report = fetch(
+        args.name,
+        only=args.only or None,
+        base_urls=_parse_base_urls(args.base_url, args.name),
+        progress=not args.no_progress,
+    )
     print(report.summary())
     return 0
 
@@ -242,11 +303,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("no data set registered yet")
         return 0
     get_provider(args.dataset)  # unknown names fail here, with a suggestion
+    _check_run_numbers(args)
+    if args.methods.strip() != "all" and not [m for m in args.methods.split(",") if m.strip()]:
+        raise InputError(f"--methods {args.methods!r} names no method", hint="give names, e.g. --methods stnn,suite2p")
     names = select_methods(args.methods)
     if not names:
-        print("no method is available to run (python -m bench methods says why)")
+        print("no method is available to run (`python -m bench methods` says why)")
         return 0
-    graders = None if args.grader in (None, "all") else tuple(args.grader.split(","))
+    graders = _check_graders(args)
     config = RunConfig(
         dataset=args.dataset,
         methods=names,
@@ -256,9 +320,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         rule=args.rule,
         device=args.device,
         max_grid=args.max_grid,
+        train=args.train,
+        train_schedule=args.train_schedule,
     )
     out = Path(args.out or Path("runs") / args.dataset)
-    print(f"running {', '.join(names)} on {args.dataset} ({args.split} split, tuning: {args.tune}) -> {out}")
+    print(f"running {', '.join(names)} on {args.dataset} ({args.split} split, tuning: {args.tune}, "
+          f"training: {args.train}) -> {out}")
     table = run_benchmark(
         config,
         out,
@@ -277,12 +344,61 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_run_numbers(args: argparse.Namespace) -> None:
+    """Refuse counts and limits that would silently mean something else (``--timeout 0`` was 3600 s)."""
+    for flag, value in (("--jobs", args.jobs), ("--max-grid", args.max_grid)):
+        if value < 1:
+            raise InputError(f"{flag} must be at least 1, got {value}")
+    _check_positive("--timeout", args.timeout)
+    _check_positive("--memory-mb", args.memory_mb)
+
+
+def _check_graders(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """The ``--grader`` names, each checked against the ground truths of the data set's recordings."""
+    if args.grader in (None, "all"):
+        return None
+    from datasets.registry import get
+
+    wanted = tuple(g.strip() for g in args.grader.split(",") if g.strip())
+    recordings = get(args.dataset).recordings
+    if args.split != "all":
+        recordings = [r for r in recordings if r.split == args.split]
+    available = sorted({g for r in recordings for g in r.graders})
+    unknown = [g for g in wanted if g not in available]
+    if unknown or not wanted:
+        raise InputError(
+            f"--grader {args.grader!r}: no ground truth named {', '.join(unknown) or 'in it'} "
+            f"in the {args.split} split of {args.dataset}",
+            hint=f"available: {', '.join(available) or 'none'}",
+        )
+    return wanted
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import make_report
 
     src = Path(args.results)
     out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "report"
     print(f"report: {make_report(src, out, figures=not args.no_figures)}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bench.export import export_run, parse_formats
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    rep = export_run(args.run, parse_formats(args.format), methods=methods, out=args.out, overwrite=args.overwrite)
+    print(f"wrote {len(rep.files)} file(s) under {rep.out}")
+    for f in rep.not_exported:
+        print(f"not exported: {f.method} on {f.recording} ({f.status}: {f.error})")
+    return 0
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    from bench.setup_caiman import setup_caiman
+
+    result = setup_caiman(prefix=args.prefix, source=args.source, install_deps=not args.no_deps)
+    print(result.summary())
     return 0
 
 
@@ -350,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser(
         "datasets",
-        help="list data sets; describe or show one",
+        help="list data sets; describe, show, add or remove one",
         description="Without an action: every registered data set, what is on disk and how to get the rest.",
     )
     d.add_argument("--json", action="store_true", help="print JSON")
@@ -365,22 +481,53 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("name", help="data set name")
     ds.add_argument("--recording", default=None, help="recording name (default: the first)")
     ds.add_argument("--out", default=None, help="PNG path (default: NAME-RECORDING.png)")
-    da = dsub.add_parser("add", help="register your own recording (movie and optional masks) as a data set",
-                         description="Register a recording from a multi-page TIFF, a folder of TIFF frames, "
-                                     "HDF5/NWB (with --key) or .npy, with masks in any format 'bench score' reads. "
-                                     "A small manifest is stored under the data root; the files stay where they are.")
-    da.add_argument("name", help="data set name for the recording")
+    da = dsub.add_parser(
+        "add",
+        help="add your own annotated recording to a data set of your own",
+        description="Add a recording (a multi-page TIFF, a folder of TIFF frames, HDF5/NWB with --key, or .npy, "
+        "with masks in any format 'bench score' reads) to the data set NAME, created when new; add several with "
+        "--recording ID. The movie is read once in chunks (NaN/Inf, constant movies and too few frames are refused) "
+        "and its registration border is detected, or given with --crop. A small manifest is stored under the data "
+        "root; the files stay where they are.",
+    )
+    da.add_argument("name", help="data set name")
+    da.add_argument("--recording", default=None, metavar="ID", help="recording id within the data set (default: NAME)")
     da.add_argument("--movie", required=True, help="movie file or folder of TIFF frames")
-    da.add_argument("--masks", default=None, help="ground-truth mask file")
+    da.add_argument("--masks", default=None, help="ground-truth mask file (of the movie's whole frame)")
     da.add_argument("--fps", type=float, default=None, help="frame rate in Hz (read from NWB when absent)")
     da.add_argument("--um-per-px", type=float, default=None, help="pixel size in micrometres")
     da.add_argument("--key", default=None, help="dataset inside an HDF5/NWB file")
     da.add_argument("--var", default=None, help="variable to read from the mask file")
+    da.add_argument("--axes", type=_parse_axes, default=None, help="permutation of the stored mask array, e.g. 2,0,1")
     da.add_argument("--indicator", default=None, help="calcium indicator, e.g. GCaMP6f")
     da.add_argument("--split", choices=("train", "test"), default="test", help="split (default: test)")
-    da.add_argument("--overwrite", action="store_true", help="replace an existing registration")
-    dr = dsub.add_parser("remove", help="remove a registered recording (its files are kept)")
-    dr.add_argument("name", help="registered name")
+    da.add_argument("--group", default=None, help="recordings of one group (field of view, animal) are left out "
+                    "together in leave-one-out folds (default: the recording id)")
+    da.add_argument("--crop", default=None, metavar="T,B,L,R",
+                    help="pixels cut from the top, bottom, left and right (default: the detected registration border; "
+                    "0,0,0,0 for none)")
+    da.add_argument("--overwrite", action="store_true", help="replace a recording of the same id")
+    dr = dsub.add_parser("remove", help="remove a user data set or one of its recordings (files are kept)")
+    dr.add_argument("name", help="data set name")
+    dr.add_argument("--recording", default=None, metavar="ID", help="remove only this recording")
+
+    f = sub.add_parser(
+        "fetch",
+        help="download a public data set (neurofinder, abo) into the data root",
+        description="Download a data set's public files into the data root ($BENCH_DATA): resumes partial "
+        "downloads, checks sizes and SHA-256, and without network prints what to download by hand. "
+        "Sources can be redirected (mirrors, tests) with --base-url or $BENCH_URL_NEUROFINDER, "
+        "$BENCH_URL_ABO, $BENCH_URL_STNEURONET.",
+    )
+    f.add_argument("name", help="data set name (neurofinder, abo)")
+    f.add_argument("--only", nargs="+", default=None, metavar="ID",
+                   help="recording ids (01.00 01.00.test; an ABO experiment id, 275 or 175), or 'markings' "
+                   "for the ground-truth files alone")
+    f.add_argument("--base-url", action="append", default=None, metavar="[KEY=]URL",
+                   help="base URL of a source (KEY: neurofinder, abo or stneuronet; default: the data set's own); "
+                   "repeatable")
+    f.add_argument("--no-progress", action="store_true", help="no progress bars")
+    f.set_defaults(func=cmd_fetch)
 
     r = sub.add_parser(
         "run",
@@ -406,7 +553,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--grader", default=None, help="ground truth(s) to score, comma-separated, or 'all' (default)")
     r.add_argument("--rule", choices=("stnn", "suns"), default="stnn", help="matching rule (default: stnn)")
     r.add_argument("--out", default=None, help="output folder (default: runs/DATASET)")
-    r.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device for methods that take one")
+    r.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="device for methods that take one, and for training (default: each method's own)")
+    r.add_argument(
+        "--train",
+        choices=("auto", "shipped", "split", "loo"),
+        default="auto",
+        help="weights of learning methods (stnn, unet2ds): shipped, trained on the data set's training split, "
+        "or one model per held-out recording; auto (default): shipped when trained on this data set, else split",
+    )
+    r.add_argument(
+        "--train-schedule",
+        default=None,
+        metavar="paper|quick|FILE",
+        help="training schedule: the authors' (paper), a CPU-feasible one (quick), or a TOML/JSON file with one "
+        "table of settings per method (default: paper with --device cuda, else quick)",
+    )
     r.add_argument("--jobs", type=int, default=1, help="method runs at once, each in its own process (default 1)")
     r.add_argument("--max-grid", type=int, default=12, help="at most this many parameter points per method")
     r.add_argument("--timeout", type=float, default=None, help="seconds per method run (default: the method's)")
@@ -428,7 +590,53 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default=None, help="report folder (default: RUN/report)")
     rp.add_argument("--no-figures", action="store_true", help="tables only")
     rp.set_defaults(func=cmd_report)
+
+    ex = sub.add_parser(
+        "export",
+        help="write a run's masks as NWB, ImageJ ROI sets, Suite2p stat.npy or .npz",
+        description="Export the masks each (method, recording) of a run was scored with: NWB (with the ground "
+        "truths, imaging metadata and the movie linked, not copied), ImageJ RoiSet.zip, Suite2p-style stat.npy, "
+        "or the suite's sparse .npz. Failed units are listed, not exported.",
+    )
+    ex.add_argument("run", help="run folder (the --out of 'bench run')")
+    ex.add_argument("--format", default="nwb", help="nwb, roi, suite2p, npz, several comma-separated, or all "
+                                                     "(default: nwb)")
+    ex.add_argument("--methods", default=None, help="comma-separated method labels (default: all of the run's)")
+    ex.add_argument("--out", default=None, help="output folder (default: RUN/export)")
+    ex.add_argument("--overwrite", action="store_true", help="replace existing files")
+    ex.set_defaults(func=cmd_export)
+
+    su = sub.add_parser("setup", help="build a peer method's own environment (caiman)",
+                        description="Build CaImAn's own virtual environment from its source tree and point "
+                                    "caiman-batch and caiman-online at its interpreter in the suite's config.")
+    su.add_argument("what", choices=("caiman",), help="what to set up")
+    su.add_argument("--prefix", default=None, help="environment folder (default: ~/.local/share/bench/caiman)")
+    su.add_argument("--source", default=None, help="CaImAn source tree or .tar.gz/.zip archive "
+                                                   "(default: download the known-good release)")
+    su.add_argument("--no-deps", action="store_true", help="install CaImAn alone, not its dependencies "
+                                                           "(for an environment prepared by hand, and tests)")
+    su.set_defaults(func=cmd_setup)
     return p
+
+
+@contextlib.contextmanager
+def _private_matplotlib_config() -> Iterator[None]:
+    """Point matplotlib's config and font cache at a temporary folder, removed afterwards.
+
+    matplotlib (imported by the report figures and ``datasets show``; method
+    workers get their own folder) otherwise writes its font cache under
+    HOME. A folder the user chose with ``MPLCONFIGDIR`` is left alone.
+    """
+    if os.environ.get("MPLCONFIGDIR"):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="bench-mpl-")
+    os.environ["MPLCONFIGDIR"] = folder
+    try:
+        yield
+    finally:
+        os.environ.pop("MPLCONFIGDIR", None)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -443,7 +651,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so that worker processes are killed and files closed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        return args.func(args)
+        with _private_matplotlib_config():
+            return args.func(args)
     except InputError as exc:
         if args.debug:
             raise

@@ -122,8 +122,12 @@ def detection_vs_psnr(neurons: list[dict], path: Path, bins=None) -> Path:
     return out
 
 
-def overlay(correlation: np.ndarray, gt, methods: dict, path: Path, title: str = "") -> Path:
-    """GT outlines (white) and each method's outlines on the correlation image, one panel per method (Fig. 3A)."""
+def overlay(correlation: np.ndarray, gt, methods: dict, path: Path, title: str = "", crop=None) -> Path:
+    """GT outlines (white) and each method's outlines on the correlation image, one panel per method (Fig. 3A).
+
+    ``crop`` (top, bottom, left, right), the recording's registration border: the cut
+    border is drawn hatched around the analysed field of view, in the file's frame.
+    """
     plt = _plt()
     from skimage.segmentation import find_boundaries
 
@@ -132,21 +136,34 @@ def overlay(correlation: np.ndarray, gt, methods: dict, path: Path, title: str =
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.5 * rows), squeeze=False)
     lo, hi = np.percentile(correlation, [1, 99.5])
+    top, bottom, left, right = (int(v) for v in (crop or (0, 0, 0, 0)))
+    pad = ((top, bottom), (left, right))
+    cut = (top, bottom, left, right)
     # GT drawn just outside its masks and methods just inside theirs, so identical masks show both.
     gt_edge = find_boundaries(gt.to_label_image(), mode="outer") if gt.n else np.zeros(correlation.shape, bool)
+    image = np.pad(correlation.astype(float), pad, constant_values=np.nan)
     for ax, (name, masks) in zip(axes.ravel(), sorted(methods.items()) or [("no method", None)]):
-        ax.imshow(correlation, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+        # NaN (the cut border) is transparent, so the hatching below shows there only.
+        ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest", zorder=1)
         rgba = np.zeros((*correlation.shape, 4))
         rgba[gt_edge] = (1, 1, 1, 0.9)
         if masks is not None and masks.n:
             edge = find_boundaries(masks.to_label_image(), mode="inner")
             rgba[edge] = (1.0, 0.35, 0.1, 0.9)
-        ax.imshow(rgba, interpolation="nearest")
+        ax.imshow(np.pad(rgba, (*pad, (0, 0))), interpolation="nearest", zorder=2)
+        if any(cut):
+            h, w = image.shape
+            ax.add_patch(plt.Rectangle((-0.5, -0.5), w, h, fill=False, hatch="///", color="0.45", lw=0, zorder=0))
+            ax.add_patch(
+                plt.Rectangle((left - 0.5, top - 0.5), correlation.shape[1], correlation.shape[0], fill=False,
+                              edgecolor="0.8", linestyle="--", lw=0.6, zorder=3)
+            )
         ax.set_title(name, fontsize=9)
         ax.set_axis_off()
     for ax in axes.ravel()[len(methods) :]:
         ax.set_axis_off()
-    fig.suptitle(title + "  (white: ground truth, orange: method)", fontsize=9)
+    note = f"; hatched: registration border cut, T,B,L,R {','.join(map(str, cut))} px" if any(cut) else ""
+    fig.suptitle(title + f"  (white: ground truth, orange: method{note})", fontsize=9)
     fig.tight_layout()
     out = save(fig, path)
     plt.close(fig)

@@ -19,6 +19,8 @@ import numpy as np
 from bench.online import batch_final_f1, f1_over_time, online_section, read_online_csv
 from bench.results import atomic_write_text, read_table
 from bench.stats import compare_methods, mean_sd, stars
+from datasets.errors import InputError
+from datasets.records import pick_grader
 
 __all__ = ["make_report", "summary_table"]
 
@@ -114,15 +116,19 @@ def make_report(results: Path, out: Path, *, figures: bool = True) -> Path:
     if results.is_dir():
         results = results / "results.csv"
     rows = read_table(results)
+    if not rows:
+        raise InputError(
+            "the results table has a header but no rows: nothing to report",
+            path=results,
+            hint="run the methods first ('python -m bench run'); failed units also leave rows",
+        )
     meta_path = results.with_name("run.json")
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     datasets = sorted({r["dataset"] for r in rows})
     graders = sorted({r["grader"] for r in rows if r["grader"]})
-    default = meta.get("default_grader") or ("default" if "default" in graders else (graders[0] if graders else ""))
-    if default not in graders:
-        default = graders[0] if graders else ""
+    default = pick_grader(graders, meta.get("default_grader") or "default") or ""
     graders = [default] + [g for g in graders if g != default] if graders else []
     n_rec = len({r["recording"] for r in rows})
 
@@ -278,8 +284,14 @@ def _overlay(folder: Path, out: Path) -> bool:
     gt = Masks.load(folder / "gt.npz")
     methods = {p.stem.split("__", 1)[1]: Masks.load(p) for p in sorted(folder.glob("method__*.npz"))}
     rec = (folder / "recording.txt").read_text().strip() if (folder / "recording.txt").is_file() else ""
+    # The recording's registration border ("T,B,L,R", written beside the material), drawn around the image.
+    crop = None
+    if (folder / "crop.txt").is_file():
+        from datasets.borders import parse_crop
+
+        crop = parse_crop((folder / "crop.txt").read_text().strip())
     for ext in ("png", "svg"):
-        overlay(corr, gt, methods, out / f"overlay.{ext}", title=f"recording {rec}")
+        overlay(corr, gt, methods, out / f"overlay.{ext}", title=f"recording {rec}", crop=crop)
     return True
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from datasets.errors import InputError
 
-__all__ = ["COLUMNS", "NUMERIC", "write_table", "read_table", "atomic_write_text"]
+__all__ = ["COLUMNS", "BASE_COLUMNS", "NUMERIC", "write_table", "read_table", "atomic_write_text"]
 
-COLUMNS = (
+#: Columns every results table has (older tables have only these).
+BASE_COLUMNS = (
     "run_id",
     "dataset",
     "recording",
@@ -47,6 +48,16 @@ COLUMNS = (
     "versions",
     "hardware",
 )
+#: Columns added since: the weights each row used, training, the crop, I/O time.
+COLUMNS = BASE_COLUMNS + (
+    "io_s",
+    "weights",
+    "weights_key",
+    "train_s",
+    "train_iterations",
+    "train_device",
+    "crop",
+)
 NUMERIC = {
     "fold": int,
     "n_gt": int,
@@ -62,6 +73,9 @@ NUMERIC = {
     "process_s": float,
     "frames_per_s": float,
     "peak_memory_mb": float,
+    "io_s": float,
+    "train_s": float,
+    "train_iterations": int,
 }
 
 
@@ -96,7 +110,7 @@ def write_table(rows: Iterable[dict], path: Path) -> Path:
     return Path(path)
 
 
-def read_table(path: Path, required: Sequence[str] = COLUMNS) -> list[dict]:
+def read_table(path: Path, required: Sequence[str] = BASE_COLUMNS) -> list[dict]:
     """Read a results table, converting numeric columns; empty cells become NaN (floats) or None.
 
     Raises
@@ -107,17 +121,32 @@ def read_table(path: Path, required: Sequence[str] = COLUMNS) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise InputError("results table not found", path=path, hint="run 'python -m bench run --out DIR' first")
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(f"results table lacks column(s) {', '.join(missing)}", path=path)
-        rows = []
-        for raw in reader:
-            row: dict = dict(raw)
-            for col, typ in NUMERIC.items():
-                if col in row:
-                    v = row[col]
-                    row[col] = (float("nan") if typ is float else None) if v in ("", None) else typ(float(v))
-            rows.append(row)
-    return rows
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            if missing:
+                shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+                raise InputError(f"not a results table: lacks column(s) {shown}", path=path)
+            return [_typed_row(path, reader.line_num, raw) for raw in reader]
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not a text CSV file (byte {exc.start} is not UTF-8)", path=path) from exc
+    except csv.Error as exc:
+        raise InputError(f"damaged CSV file ({exc})", path=path) from exc
+
+
+def _typed_row(path: Path, line: int, raw: dict) -> dict:
+    """One CSV row with numeric columns converted; a short or long row (a half-written table) is refused."""
+    if None in raw or any(v is None for v in raw.values()):
+        fields = len(raw) - (None in raw)
+        raise InputError(f"line {line} does not have the header's {fields} fields (a half-written or edited table)",
+                         path=path)
+    row: dict = dict(raw)
+    for col, typ in NUMERIC.items():
+        if col in row:
+            v = row[col]
+            try:
+                row[col] = (float("nan") if typ is float else None) if v == "" else typ(float(v))
+            except (ValueError, OverflowError):
+                raise InputError(f"line {line}: column {col} holds {v[:40]!r}, not a number", path=path) from None
+    return row

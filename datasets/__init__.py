@@ -7,7 +7,7 @@ knows nothing of ``bench``.
 
 from datasets.errors import InputError
 from datasets.masks import Masks
-from datasets.movies import ArrayMovie, HDF5Movie, Movie, NpyMovie, TiffMovie
+from datasets.movies import ArrayMovie, HDF5Movie, Movie, NpyMovie, TiffMovie, ZipTiffMovie
 from datasets.records import Dataset, Fold, Recording
 from datasets.registry import Availability, DatasetProvider, data_root, get, providers
 
@@ -19,6 +19,7 @@ __all__ = [
     "HDF5Movie",
     "NpyMovie",
     "TiffMovie",
+    "ZipTiffMovie",
     "Recording",
     "Dataset",
     "Fold",

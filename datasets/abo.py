@@ -31,23 +31,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from datasets.errors import InputError
-from datasets.layouts import (
-    MARKINGS,
-    CheckedHDF5Movie,
-    RecordingStatus,
-    RemoteFile,
-    base_url,
-    fetch_command,
-    folder_bytes,
-    inventory_availability,
-    load_marking,
-    load_on_disk,
-    marking_file,
-    open_movie,
-)
+from datasets.inventory import RecordingStatus, folder_bytes, inventory_availability, load_on_disk
+from datasets.markings import MARKINGS, load_marking, marking_file
+from datasets.movie_files import open_movie
 from datasets.movies import HDF5Movie
 from datasets.records import Dataset, Recording
 from datasets.registry import Availability, DatasetProvider, closest
+from datasets.remote import RemoteFile, base_url, fetch_command
 
 __all__ = [
     "ABOProvider",
@@ -89,7 +79,9 @@ LAYER175: tuple[str, ...] = (
     "540684467",
     "545446482",
 )
-#: In-plane crop, 0-based half-open: MATLAB's 13..end-13 of a 512 px axis.
+#: In-plane crop, 0-based half-open: MATLAB's 13..end-13 of a 512 px axis. This is the paper's
+#: registration border of about 10 um a side (12 and 13 px at 0.78 um/px), and the frame the
+#: STNeuroNet markings index; a Recording reports it as ``crop == (12, 13, 12, 13)``.
 CROP = slice(12, 499)
 FPS = 30.0
 UM_PER_PX = 0.78
@@ -156,7 +148,7 @@ def open_abo_movie(path: str | Path, *, fraction: bool = True, key: str | None =
         raise InputError(f"the movie has {t} frame(s); the first fifth is empty", path=path)
     if isinstance(full, HDF5Movie):
         # Reuse the resolved dataset path (an NWB series resolves to <series>/data).
-        return CheckedHDF5Movie(path, full.key, rows=CROP, cols=CROP, frames=slice(0, n))
+        return HDF5Movie(path, full.key, rows=CROP, cols=CROP, frames=slice(0, n), check_finite=True)
     return open_movie(path, key=key, rows=CROP, cols=CROP, frames=slice(0, n))
 
 

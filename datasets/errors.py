@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["InputError"]
+__all__ = ["InputError", "naming"]
 
 
 class InputError(ValueError):
@@ -33,3 +33,13 @@ class InputError(ValueError):
         if hint:
             text = f"{text} ({hint})"
         super().__init__(text)
+
+
+def naming(exc: InputError, flag: str, path: str | Path) -> InputError:
+    """``exc`` reworded to start with the command-line flag (and file) it came from, e.g. ``--pred stat.npy: ...``.
+
+    Loaders name the file they read; the CLI adds which of its inputs that
+    was, so that "--gt" and "--pred" errors are told apart.
+    """
+    text = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+    return InputError(f"{flag} {text}".strip())

@@ -18,7 +18,7 @@ A failed step removes at most its own ``.part`` file (a checksum mismatch) and
 never a file already in place. Offline, the error lists every URL and the folder
 to put it in, so the files can be copied by hand.
 
-Base URLs come from :data:`datasets.layouts.BASE_URLS`, overridable per call
+Base URLs come from :data:`datasets.remote.BASE_URLS`, overridable per call
 (``base_urls={"neurofinder": "http://127.0.0.1:8000"}``) or by environment variable
 (``BENCH_URL_NEUROFINDER``, ``BENCH_URL_ABO``, ``BENCH_URL_STNEURONET``).
 """
@@ -40,8 +40,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from datasets.errors import InputError
-from datasets.layouts import RemoteFile, format_bytes, read_json, write_json_atomic
+from datasets.inventory import format_bytes
+from datasets.jsonio import read_json, write_json_atomic
 from datasets.registry import DatasetProvider, closest, data_root
+from datasets.remote import RemoteFile
 
 __all__ = ["fetch", "FetchReport", "OfflineError", "fetchable", "manual_instructions", "MANIFEST", "sha256_of"]
 

@@ -2,8 +2,8 @@
 
 Formats read: MATLAB v5 and v7.3 (any single mask variable; uint8, float or
 bool), ``.npy``/``.npz`` stacks and label images, HDF5, Neurofinder
-``regions.json``, Suite2p ``stat.npy``, label images (TIFF/PNG) and ImageJ
-ROI files (``.roi``, ``.zip``).
+``regions.json``, Suite2p ``stat.npy``, label images (TIFF/PNG), ImageJ
+ROI files (``.roi``, ``.zip``) and NWB PlaneSegmentations (``.nwb``).
 
 Orientation. A dense file stores masks as a 3-D array whose mask axis and
 in-plane order depend on its producer: MATLAB pipelines store (x, y, N) or
@@ -24,18 +24,20 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from datasets.errors import InputError
 from datasets.masks import Masks
+from datasets.safeload import load_npy
 
 __all__ = [
     "LoadedMasks",
     "load_masks",
     "read_regions_json",
+    "regions_coordinates",
     "write_regions_json",
     "save_masks",
     "write_mat",
@@ -61,7 +63,7 @@ class LoadedMasks:
         The file read.
     format : str
         ``mat-v5``, ``mat-v7.3``, ``hdf5``, ``npy``, ``npz``, ``bench-npz``,
-        ``regions-json``, ``suite2p-stat``, ``label-image``, ``imagej-roi``.
+        ``regions-json``, ``suite2p-stat``, ``label-image``, ``imagej-roi``, ``nwb-plane-segmentation``.
     variable : str or None
         The variable or dataset read, for container formats.
     stored_shape : tuple or None
@@ -134,19 +136,44 @@ def load_masks(
     name = path.name.lower()
 
     if suffix == ".json":
-        return LoadedMasks(read_regions_json(path, _need_frame(path, frame)), path, "regions-json")
-    if suffix in (".roi", ".zip"):
-        return LoadedMasks(_read_imagej(path, _need_frame(path, frame)), path, "imagej-roi")
-    if suffix == ".npy" and name.startswith("stat"):
-        masks = _read_suite2p_stat(path, _need_frame(path, frame))
-        return LoadedMasks(masks, path, "suite2p-stat")
-    if suffix == ".npz" and _is_bench_npz(path):
+        loaded = LoadedMasks(read_regions_json(path, _need_frame(path, frame)), path, "regions-json")
+    elif suffix in (".roi", ".zip"):
+        loaded = LoadedMasks(_read_imagej(path, _need_frame(path, frame)), path, "imagej-roi")
+    elif suffix == ".npy" and name.startswith("stat"):
+        loaded = LoadedMasks(_read_suite2p_stat(path, _need_frame(path, frame)), path, "suite2p-stat")
+    elif suffix == ".nwb":
+        from datasets.nwb import read_nwb_masks
+
+        masks = read_nwb_masks(path, frame, name=var)
+        _check_frame(path, masks.shape, frame)
+        loaded = LoadedMasks(masks, path, "nwb-plane-segmentation", variable=var)
+    elif suffix == ".npz" and _is_bench_npz(path):
         masks = Masks.load(path)
         _check_frame(path, masks.shape, frame)
-        return LoadedMasks(masks, path, "bench-npz", axes=(0, 1, 2))
+        loaded = LoadedMasks(masks, path, "bench-npz", axes=(0, 1, 2))
+    else:
+        array, fmt, variable = _read_array(path, suffix, var)
+        loaded = _orient(path, array, fmt, variable, axes, frame, reference)
+    return _drop_empty(loaded)
 
-    array, fmt, variable = _read_array(path, suffix, var)
-    return _orient(path, array, fmt, variable, axes, frame, reference)
+
+def _drop_empty(loaded: LoadedMasks) -> LoadedMasks:
+    """Drop masks without pixels, saying so in the log.
+
+    An empty mask can never match, so it would count as a false positive (or
+    an unfindable neuron) without a word; dense stacks preallocated with
+    spare all-zero slots are common in MATLAB pipelines, so they are dropped
+    rather than refused.
+    """
+    masks = loaded.masks
+    empty = masks.areas == 0
+    if not empty.any():
+        return loaded
+    log.warning(
+        "%s: dropped %d empty mask(s) (no pixel set) of %d; %d left",
+        loaded.path, int(empty.sum()), masks.n, int((~empty).sum()),
+    )
+    return replace(loaded, masks=masks.subset(np.flatnonzero(~empty)))
 
 
 def read_regions_json(path: str | Path, shape: tuple[int, int]) -> Masks:
@@ -156,18 +183,34 @@ def read_regions_json(path: str | Path, shape: tuple[int, int]) -> Masks:
         regions = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"not a readable JSON file ({exc})", path=path) from exc
+    try:
+        return Masks.from_coordinates(regions_coordinates(regions, path), shape)
+    except InputError as exc:
+        raise InputError(str(exc), path=path) from exc
+
+
+def regions_coordinates(regions, path: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per-region (rows, cols) of parsed Neurofinder regions, checked: [row, col] pairs only, never reshaped.
+
+    Whole-number checks of the values happen in :meth:`Masks.from_coordinates`.
+    """
     if not isinstance(regions, list) or not all(isinstance(r, dict) and "coordinates" in r for r in regions):
         raise InputError(
             "not a Neurofinder regions file: expected a list of {'coordinates': [[row, col], ...]}", path=path
         )
     coords = []
-    for r in regions:
-        c = np.asarray(r["coordinates"], dtype=np.int64).reshape(-1, 2)
+    for k, r in enumerate(regions):
+        try:
+            c = np.asarray(r["coordinates"])
+        except ValueError:  # points of different lengths
+            c = np.asarray(None, dtype=object)
+        if c.size == 0:
+            c = np.zeros((0, 2), np.int64)
+        if c.ndim != 2 or c.shape[1] != 2 or c.dtype == object:
+            found = f"points of {c.shape[1]} numbers" if c.ndim == 2 else "points of differing or nested shape"
+            raise InputError(f"region {k}: coordinates must be [row, col] pairs, found {found}", path=path)
         coords.append((c[:, 0], c[:, 1]))
-    try:
-        return Masks.from_coordinates(coords, shape)
-    except InputError as exc:
-        raise InputError(str(exc), path=path, hint="check the frame size and crop") from exc
+    return coords
 
 
 def write_regions_json(masks: Masks, path: str | Path) -> Path:
@@ -318,19 +361,17 @@ def _read_array(path: Path, suffix: str, var: str | None) -> tuple[np.ndarray, s
         arr, name = _read_hdf5(path, var)
         return arr, "hdf5", name
     if suffix == ".npy":
-        try:
-            return np.load(path, allow_pickle=False), "npy", None
-        except ValueError as exc:
-            raise InputError(
-                f"not a plain numeric .npy array ({exc})",
-                path=path,
-                hint="Suite2p ROI files must be named stat.npy",
-            ) from exc
+        return load_npy(path), "npy", None
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            cands = {k: z[k].shape for k in z.files if _is_candidate(z[k])}
-            name = _pick(path, cands, var, "array")
-            return z[name], "npz", name
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                cands = {k: z[k].shape for k in z.files if _is_candidate(z[k])}
+                name = _pick(path, cands, var, "array")
+                return z[name], "npz", name
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - damaged members raise ValueError/zipfile errors
+            raise InputError(f"damaged .npz file ({type(exc).__name__}: {exc})", path=path) from exc
     if suffix in (".tif", ".tiff"):
         import tifffile
 
@@ -376,15 +417,11 @@ def _read_hdf5(path: Path, var: str | None) -> tuple[np.ndarray, str]:
 
 def _read_suite2p_stat(path: Path, frame: tuple[int, int]) -> Masks:
     # stat.npy is a pickled object array of dicts by Suite2p's design; only
-    # files named stat*.npy are unpickled.
-    try:
-        stat = np.load(path, allow_pickle=True)
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"unreadable Suite2p stat file ({exc})", path=path) from exc
-    try:
-        coords = [(np.asarray(s["ypix"]), np.asarray(s["xpix"])) for s in stat]
-    except (TypeError, KeyError, IndexError) as exc:
-        raise InputError("not a Suite2p stat file: expected dicts with 'ypix' and 'xpix'", path=path) from exc
+    # files named stat*.npy are unpickled, and only through the allow-list.
+    stat = load_npy(path, allow_objects=True)
+    if stat.ndim != 1 or not all(isinstance(s, dict) and "ypix" in s and "xpix" in s for s in stat):
+        raise InputError("not a Suite2p stat file: expected a list of dicts with 'ypix' and 'xpix'", path=path)
+    coords = [(s["ypix"], s["xpix"]) for s in stat]
     try:
         return Masks.from_coordinates(coords, frame)
     except InputError as exc:
@@ -417,6 +454,8 @@ def _orient(path, array, fmt, variable, axes, frame, reference) -> LoadedMasks:
     stored = tuple(int(s) for s in array.shape)
     if array.size == 0:
         raise InputError(f"empty mask array (shape {stored})", path=path)
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"mask array holds {array.dtype} values, expected numbers or booleans", path=path)
     if array.dtype != bool and not np.all(np.isfinite(array)):
         raise InputError("mask array holds NaN or Inf values", path=path)
     if array.ndim == 2:

@@ -106,12 +106,12 @@ class Masks:
         if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
             if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
                 raise InputError("a label image must hold whole numbers")
-            labels = labels.astype(np.int64)
         if labels.min(initial=0) < 0:
             raise InputError("a label image must not hold negative labels")
-        flat = labels.ravel().astype(np.int64)
-        ids = np.unique(flat[flat > 0])
-        pix = np.flatnonzero(flat > 0)
+        # Labels keep their own dtype: a cast to int64 would wrap uint64 labels >= 2**63 to negatives.
+        flat = labels.ravel()
+        pix = np.flatnonzero(flat)
+        ids = np.unique(flat[pix])
         rows = np.searchsorted(ids, flat[pix])
         m = sp.csr_matrix((np.ones(pix.size, bool), (rows, pix)), shape=(ids.size, flat.size))
         return cls(m, labels.shape)
@@ -127,14 +127,14 @@ class Masks:
         indptr = [0]
         indices = []
         for i, (r, c) in enumerate(coords):
-            r = np.asarray(r, dtype=np.int64).ravel()
-            c = np.asarray(c, dtype=np.int64).ravel()
+            r, c = _pixel_indices(i, r), _pixel_indices(i, c)
             if r.shape != c.shape:
                 raise InputError(f"mask {i}: {r.size} row indices but {c.size} column indices")
             if r.size and (r.min() < 0 or c.min() < 0 or r.max() >= h or c.max() >= w):
                 raise InputError(
                     f"mask {i} has pixels outside the {h}x{w} frame "
-                    f"(rows {r.min()}..{r.max()}, cols {c.min()}..{c.max()})"
+                    f"(rows {r.min()}..{r.max()}, cols {c.min()}..{c.max()})",
+                    hint="check the frame size and crop",
                 )
             flat = np.unique(r * w + c)
             indices.append(flat)
@@ -268,12 +268,55 @@ class Masks:
 
     @classmethod
     def load(cls, path: str | Path) -> Masks:
-        """Read masks written by :meth:`save`."""
+        """Read masks written by :meth:`save`.
+
+        Raises
+        ------
+        InputError
+            If the file is unreadable or its arrays do not describe masks
+            (a damaged or hand-made file would otherwise fail deep in scipy).
+        """
         path = Path(path)
-        with np.load(path, allow_pickle=False) as z:
-            if "format" not in z or str(z["format"]) != "bench-masks-v1":
-                raise InputError("not a masks file written by Masks.save", path=path)
-            h, w = (int(s) for s in z["shape"])
-            indptr, indices = z["indptr"], z["indices"]
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "format" not in z or str(z["format"]) != "bench-masks-v1":
+                    raise InputError("not a masks file written by Masks.save", path=path)
+                shape, indptr, indices = z["shape"], z["indptr"], z["indices"]
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - damaged archives raise zipfile/ValueError/KeyError/OSError
+            raise InputError(f"damaged masks file ({type(exc).__name__}: {exc})", path=path) from exc
+        problem = _sparse_problem(shape, indptr, indices)
+        if problem:
+            raise InputError(f"damaged masks file: {problem}", path=path)
+        h, w = (int(s) for s in shape)
         m = sp.csr_matrix((np.ones(indices.size, bool), indices, indptr), shape=(indptr.size - 1, h * w))
         return cls(m, (h, w))
+
+
+def _sparse_problem(shape: np.ndarray, indptr: np.ndarray, indices: np.ndarray) -> str | None:
+    """What makes the arrays of a saved masks file inconsistent, or None."""
+    if shape.shape != (2,) or shape.dtype.kind not in "iu" or shape.min() <= 0:
+        return f"frame shape {shape.tolist()} is not two positive integers"
+    if indptr.ndim != 1 or indices.ndim != 1 or indptr.dtype.kind not in "iu" or indices.dtype.kind not in "iu":
+        return "indptr and indices must be 1-D integer arrays"
+    if indptr.size == 0 or indptr[0] != 0 or indptr[-1] != indices.size or np.any(np.diff(indptr) < 0):
+        return f"indptr must rise from 0 to the {indices.size} indices"
+    if indices.size and (indices.min() < 0 or indices.max() >= int(shape[0]) * int(shape[1])):
+        return f"pixel indices outside the {shape[0]}x{shape[1]} frame"
+    return None
+
+
+def _pixel_indices(i: int, values) -> np.ndarray:
+    """Whole-number pixel indices as int64; fractional, non-finite or non-numeric ones are refused, not truncated."""
+    a = np.asarray(values).ravel()
+    if a.dtype.kind in "iu":
+        return a.astype(np.int64)
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+            bad = a[~np.isfinite(a) | (a != np.round(a))][:3]
+            raise InputError(f"mask {i}: pixel coordinates must be whole numbers, found {bad.tolist()}")
+        return a.astype(np.int64)
+    if a.size == 0:
+        return np.zeros(0, np.int64)
+    raise InputError(f"mask {i}: pixel coordinates must be numbers, found {a.dtype} values such as {a[:3].tolist()}")

@@ -25,7 +25,6 @@ Ground truths:
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
@@ -34,27 +33,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from datasets.borders import crop_ground_truth
 from datasets.errors import InputError
-from datasets.layouts import (
-    RecordingStatus,
-    RemoteFile,
-    base_url,
-    fetch_command,
-    folder_bytes,
-    inventory_availability,
-    load_marking,
-    load_on_disk,
-    marking_file,
-    open_movie,
-    read_json,
-    tiff_frames,
-)
+from datasets.inventory import RecordingStatus, folder_bytes, inventory_availability, load_on_disk
+from datasets.jsonio import read_json
+from datasets.markings import load_marking, marking_file
+from datasets.maskio import regions_coordinates
 from datasets.masks import Masks
-from datasets.movies import Movie
+from datasets.movie_files import natural_key, open_movie, tiff_frames
+from datasets.movies import ZipTiffMovie
 from datasets.records import Dataset, Recording
 from datasets.registry import Availability, DatasetProvider, closest
+from datasets.remote import RemoteFile, base_url, fetch_command
 
 __all__ = [
     "NeurofinderProvider",
@@ -88,75 +78,6 @@ def _code(base: str) -> str:
     """The STNeuroNet file id of a Neurofinder id: '01.00' -> '100', '04.01' -> '401'."""
     major, minor = base.split(".")
     return f"{int(major)}{minor[-2:]}"
-
-
-def _natural(name: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
-# ---------------------------------------------------------------------------- zip movie
-class ZipTiffMovie(Movie):
-    """TIFF frames read straight from a zip archive, one member per frame, in name order.
-
-    Only the members of the frames asked for are decompressed, so the published
-    ~1 GB zips need no extraction.
-    """
-
-    def __init__(self, path: str | Path, members: list[str], **crop):
-        import tifffile
-
-        self.path = Path(path)
-        self.members = list(members)
-        if not self.members:
-            raise InputError("no TIFF frames in the archive", path=self.path)
-        with zipfile.ZipFile(self.path) as zf:
-            infos = [zf.getinfo(m) for m in self.members]
-            first = self._decode(zf, self.members[0], tifffile)
-            # Frames of one size have one uncompressed size; otherwise check each header.
-            if len({i.file_size for i in infos}) > 1:
-                for m in self.members[1:]:
-                    img = self._decode(zf, m, tifffile)
-                    if img.shape != first.shape:
-                        raise InputError(
-                            f"frame {m} is {'x'.join(map(str, img.shape))}, the first frame "
-                            f"{self.members[0]} is {'x'.join(map(str, first.shape))}",
-                            path=self.path,
-                            hint="all frames of a movie must have one size",
-                        )
-        if first.ndim != 2:
-            raise InputError(f"frame {self.members[0]} has shape {first.shape}, expected 2-D", path=self.path)
-        self._shape = (len(self.members), *first.shape)
-        self._dtype = first.dtype
-        super().__init__(**crop)
-
-    def _decode(self, zf: zipfile.ZipFile, member: str, tifffile) -> np.ndarray:
-        try:
-            return tifffile.imread(io.BytesIO(zf.read(member)))
-        except Exception as exc:  # noqa: BLE001 - tifffile and zlib raise many types for damaged data
-            raise InputError(f"frame {member} is not a readable TIFF ({exc})", path=self.path) from exc
-
-    def _raw_shape(self):
-        return self._shape
-
-    def _read_raw(self, start, stop):
-        import tifffile
-
-        out = np.empty((max(stop - start, 0), *self._shape[1:]), self._dtype)
-        with zipfile.ZipFile(self.path) as zf:
-            for k, m in enumerate(self.members[start:stop]):
-                img = self._decode(zf, m, tifffile)
-                if img.shape != self._shape[1:]:
-                    raise InputError(
-                        f"frame {m} is {'x'.join(map(str, img.shape))}, expected {'x'.join(map(str, self._shape[1:]))}",
-                        path=self.path,
-                        hint="all frames of a movie must have one size",
-                    )
-                out[k] = img
-        return out
-
-    @property
-    def dtype(self):
-        return self._dtype
 
 
 # ---------------------------------------------------------------------------- one recording
@@ -229,7 +150,7 @@ def open_source(path: str | Path, *, expect_regions: bool | None = None) -> Neur
     try:
         with zipfile.ZipFile(path) as zf:
             names = [n for n in zf.namelist() if not n.endswith("/") and "__MACOSX" not in n]
-            frames = sorted((n for n in names if _TIFF.search(n) and "/images/" in f"/{n}"), key=_natural)
+            frames = sorted((n for n in names if _TIFF.search(n) and "/images/" in f"/{n}"), key=natural_key)
             infos = [n for n in names if n.rsplit("/", 1)[-1] == "info.json"]
             if not frames or not infos:
                 missing = [w for w, ok in (("images/*.tiff", frames), ("info.json", infos)) if not ok]
@@ -284,20 +205,12 @@ def _rate_and_pixel(info: dict, where: Path) -> tuple[float, float]:
 
 
 def _regions_masks(regions: list, raw_shape: tuple[int, int], rows: slice, cols: slice, where) -> Masks:
-    coords = []
-    for r in regions:
-        c = np.asarray(r["coordinates"], dtype=np.int64).reshape(-1, 2)
-        coords.append((c[:, 0], c[:, 1]))
+    coords = regions_coordinates(regions, where)
     try:
         masks = Masks.from_coordinates(coords, raw_shape)
     except InputError as exc:
         raise InputError(str(exc), path=where, hint="the regions do not fit the movie frame") from exc
-    cropped = masks.crop(rows, cols)
-    keep = np.flatnonzero(cropped.areas > 0)
-    if keep.size < cropped.n:
-        # A region wholly inside the cropped border cannot be detected in the analysed frame.
-        log.info("%s: %d region(s) lie wholly in the cropped border and were dropped", where, cropped.n - keep.size)
-    return cropped.subset(keep)
+    return crop_ground_truth(masks, rows, cols, where)
 
 
 def load_recording(name: str, source: NeurofinderSource, markings: Path | None = None) -> Recording:
@@ -326,7 +239,7 @@ def load_recording(name: str, source: NeurofinderSource, markings: Path | None =
         raise InputError(f"frames are {h}x{w}, too small for the {br}/{bc} px border crop", path=source.path)
     rows, cols = slice(br, h - br), slice(bc, w - bc)
     if source.kind == "zip":
-        movie = ZipTiffMovie(source.path, list(source.frames), rows=rows, cols=cols)
+        movie = ZipTiffMovie(source.path, list(source.frames), rows=rows, cols=cols, check_finite=True)
     else:
         movie = open_movie(Path(source.path) / "images", rows=rows, cols=cols)
     if (h, w) != (512, 512):

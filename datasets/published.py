@@ -18,7 +18,7 @@ from pathlib import Path
 
 from datasets.abo import CROP, FPS, INDICATOR, UM_PER_PX
 from datasets.errors import InputError
-from datasets.layouts import load_marking
+from datasets.markings import load_marking
 from datasets.records import Dataset, Recording
 from datasets.registry import Availability, DatasetProvider
 

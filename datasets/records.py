@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Union
+
+import numpy as np
 
 from datasets.errors import InputError
 from datasets.masks import Masks
-from datasets.movies import Movie
+from datasets.movies import Movie, NpyMovie, movie_from_spec
 
-__all__ = ["Recording", "Dataset", "Fold"]
+__all__ = ["Recording", "Dataset", "Fold", "pick_grader"]
+
+
+def pick_grader(graders: Sequence[str], preferred: str | None) -> str | None:
+    """The ground truth scored by default: ``preferred`` when present, else the first, else None."""
+    if not graders:
+        return None
+    return preferred if preferred in graders else graders[0]
 
 #: A ground truth is given either loaded or as a loader called on first use.
 GroundTruthSource = Union[Masks, Callable[[], Masks]]
@@ -83,6 +93,73 @@ class Recording:
         """Frames of the movie (0 without one)."""
         return self.movie.n_frames if self.movie is not None else 0
 
+    @property
+    def crop(self) -> tuple[int, int, int, int] | None:
+        """Pixels cut from the file's frame, (top, bottom, left, right): the registration border.
+
+        Every method sees the movie inside this crop and the ground truths are
+        cropped to match; None for a recording without a movie.
+        """
+        return self.movie.border if self.movie is not None else None
+
+    def to_spec(self, spill: str | Path | None = None) -> dict:
+        """A JSON-able description that :meth:`from_spec` turns back into this recording, without ground truth.
+
+        The movie is described by :meth:`datasets.movies.Movie.to_spec`, so a
+        worker reopens its file lazily. Only a movie held in memory has no
+        file: with ``spill`` (a folder) it is written there as ``movie.npy``
+        in chunks; without, it raises.
+
+        Raises
+        ------
+        InputError
+            For a movie held in memory and no ``spill`` folder.
+        """
+        movie = None
+        if self.movie is not None:
+            if self.movie.kind is None and spill is not None:
+                movie = _spill(self.movie, Path(spill) / "movie.npy")
+            else:
+                movie = self.movie.to_spec()
+        return {
+            "name": self.name,
+            "movie": movie,
+            "fps": self.fps,
+            "um_per_px": self.um_per_px,
+            "indicator": self.indicator,
+            "split": self.split,
+            "group": self.group,
+            "shape": list(self.frame_shape),
+            "crop": None if self.crop is None else list(self.crop),
+        }
+
+    @classmethod
+    def from_spec(cls, spec: Mapping) -> Recording:
+        """The recording described by :meth:`to_spec`, its movie reopened lazily and no ground truth.
+
+        Raises
+        ------
+        InputError
+            When the movie's file is gone or no longer has the recorded shape.
+        """
+        movie = movie_from_spec(spec["movie"]) if spec.get("movie") is not None else None
+        shape = tuple(int(v) for v in spec["shape"])
+        if movie is not None and movie.frame_shape != shape:
+            raise InputError(
+                f"recording {spec['name']}: the movie frame is now {movie.frame_shape}, it was {shape}",
+                path=movie.source,
+            )
+        return cls(
+            name=spec["name"],
+            movie=movie,
+            fps=spec["fps"],
+            um_per_px=spec["um_per_px"],
+            indicator=spec.get("indicator"),
+            split=spec.get("split", "test"),
+            group=spec.get("group"),
+            shape=shape,
+        )
+
     def ground_truth(self, grader: str = "default") -> Masks:
         """The masks of one grader, loaded on first use and checked against the frame."""
         if grader not in self.ground_truths:
@@ -154,6 +231,10 @@ class Dataset:
             hint=f"recordings: {', '.join(r.name for r in self.recordings)}",
         )
 
+    def grader_for(self, recording: Recording) -> str | None:
+        """The ground truth that tuning and the per-neuron analysis use for ``recording``."""
+        return pick_grader(recording.graders, self.default_grader)
+
     def split(self, which: str) -> tuple[Recording, ...]:
         """Recordings of the ``"train"`` or ``"test"`` split."""
         return tuple(r for r in self.recordings if r.split == which)
@@ -171,3 +252,15 @@ class Dataset:
             train = tuple(r for r in recs if r is not held and (held.group is None or r.group != held.group))
             folds.append(Fold(i, train, held))
         return folds
+
+
+def _spill(movie: Movie, path: Path, chunk: int = 256) -> dict:
+    """Write an in-memory movie to ``path`` (.npy) block by block; return the spec of the file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=movie.dtype, shape=movie.shape)
+    for start in range(0, movie.n_frames, chunk):
+        block = movie.read(start, start + chunk)
+        out[start : start + block.shape[0]] = block
+    out.flush()
+    del out
+    return NpyMovie(path, check_finite=movie.check_finite).to_spec()

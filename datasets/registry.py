@@ -24,6 +24,7 @@ __all__ = [
     "Availability",
     "data_root",
     "providers",
+    "registered_providers",
     "get_provider",
     "get",
     "closest",
@@ -77,12 +78,11 @@ def _entry_points() -> tuple:
     return tuple(entry_points(group=ENTRY_POINT_GROUP))
 
 
-def providers(root: Path | None = None) -> dict[str, DatasetProvider]:
-    """Registered providers by name, in name order: entry points, then user recordings under ``root``.
+def registered_providers() -> dict[str, DatasetProvider]:
+    """Providers of the ``bench.datasets`` entry points by name (no data root is looked at).
 
     An entry point that fails to import is skipped here and reported by
     :func:`broken_entry_points`, so one broken plugin does not hide the others.
-    A user recording never shadows a registered data set of the same name.
     """
     found: dict[str, DatasetProvider] = {}
     for ep in _entry_points():
@@ -92,10 +92,24 @@ def providers(root: Path | None = None) -> dict[str, DatasetProvider]:
             continue
         provider = obj() if isinstance(obj, type) else obj
         found[provider.name or ep.name] = provider
-    from datasets.user import user_providers  # user.py builds on this module
+    return found
 
-    for name, prov in user_providers(data_root() if root is None else root).items():
-        found.setdefault(name, prov)
+
+def providers(root: Path | None = None) -> dict[str, DatasetProvider]:
+    """Registered providers by name, in name order: entry points, then the data sets they find under ``root``.
+
+    A provider may offer more data sets found on disk through a method
+    ``sub_providers(root) -> {name: provider}`` (the ``user`` provider offers
+    every data set registered with ``bench datasets add``); these never shadow
+    an entry point of the same name.
+    """
+    root = data_root() if root is None else Path(root)
+    found = registered_providers()
+    for prov in list(found.values()):
+        more = getattr(prov, "sub_providers", None)
+        if more is not None:
+            for name, sub in more(root).items():
+                found.setdefault(name, sub)
     return dict(sorted(found.items()))
 
 

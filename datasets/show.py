@@ -12,6 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
+
+from datasets.traces import region_traces
 
 __all__ = ["show_recording"]
 
@@ -99,9 +102,12 @@ def show_recording(recording, out_png: Path, *, n_traces: int = 5, max_frames: i
         ax.set_yticks([])
     else:
         mean = imgs["mean"]
-        for k in range(min(n_traces, gt.n)):
+        first = gt.subset(np.arange(min(n_traces, gt.n)))
+        # Mean over each mask's pixels, streamed in chunks (the movie is never read whole).
+        weights = sp.diags(1.0 / np.maximum(first.areas, 1)) @ first.matrix.astype(np.float64)
+        traces = region_traces(recording.movie, weights, n_frames=max_frames)
+        for k, tr in enumerate(traces):
             r, cc = gt.coordinates(k)
-            tr = recording.movie.read(0, min(recording.n_frames, max_frames))[:, r, cc].mean(axis=1)
             ax.plot(np.arange(tr.size) / fps, tr / max(mean[r, cc].mean(), 1e-9) - 1.5 * k, lw=0.6)
         ax.set_title("mean trace of the first ground-truth masks")
     ax.set_xlabel("time (s)")

@@ -202,8 +202,8 @@ def _read(movie: Any, start: int, stop: int) -> np.ndarray:
     return np.asarray(read(start, stop) if callable(read) else movie[start:stop])
 
 
-def region_traces(movie: Any, weights: sp.spmatrix, chunk: int = 256) -> np.ndarray:
-    """``weights @ frame`` for every frame, streamed: a (K, T) float64 array.
+def region_traces(movie: Any, weights: sp.spmatrix, chunk: int = 256, n_frames: int | None = None) -> np.ndarray:
+    """``weights @ frame`` for every frame (or the first ``n_frames``), streamed: a (K, T) float64 array.
 
     Parameters
     ----------
@@ -213,8 +213,10 @@ def region_traces(movie: Any, weights: sp.spmatrix, chunk: int = 256) -> np.ndar
         One row of pixel weights per trace.
     chunk : int
         Frames read at once.
+    n_frames : int, optional
+        Only the first ``n_frames`` frames (default: all).
     """
-    t = int(movie.shape[0])
+    t = int(movie.shape[0]) if n_frames is None else min(int(n_frames), int(movie.shape[0]))
     h, w = int(movie.shape[1]), int(movie.shape[2])
     if weights.shape[1] != h * w:
         raise InputError(f"weights have {weights.shape[1]} columns, the movie frame has {h * w} pixels")

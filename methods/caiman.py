@@ -105,7 +105,7 @@ from datasets.masks import Masks
 from datasets.records import Recording
 from methods._compat import package_versions
 from methods.base import Method, Segmentation
-from methods.params import Param, validate
+from methods.params import Param
 
 __all__ = [
     "CaimanBatch",
@@ -307,17 +307,13 @@ class _Caiman(Method):
     requirements = ("caiman",)
     #: Seconds a harness should allow one recording by default.
     default_timeout_s = 4 * 3600.0
-    _spec: dict[str, Param] = {}
 
     def is_available(self) -> tuple[bool, str]:
         return _availability(self.name)
 
-    def check_params(self, recording: Recording, params: dict[str, Any] | None) -> dict[str, Any]:
-        """The full parameter set for ``recording``: defaults overlaid with ``params``, validated."""
-        p = validate(self.name, self._spec, self.default_params(recording), params)
+    def check_consistency(self, recording: Recording, p: dict[str, Any]) -> None:
         _check_frame(self.name, p, recording.frame_shape)
         self._check(recording, p)
-        return p
 
     def _check(self, recording: Recording, p: dict[str, Any]) -> None:  # pragma: no cover - overridden
         pass
@@ -329,7 +325,7 @@ class CaimanBatch(_Caiman):
 
     name = "caiman-batch"
     description = "CaImAn Batch 1.x: CNMF (greedy_roi, patches) + refit + component evaluation (conda-forge caiman)"
-    _spec = BATCH_PARAMS
+    parameters = BATCH_PARAMS
 
     def default_params(self, recording: Recording) -> dict[str, Any]:
         p = _common_defaults(recording)
@@ -459,7 +455,7 @@ class CaimanOnline(_Caiman):
 
     name = "caiman-online"
     description = "CaImAn Online 1.x: OnACID, bare initialisation, no motion correction (conda-forge caiman)"
-    _spec = ONLINE_PARAMS
+    parameters = ONLINE_PARAMS
 
     def default_params(self, recording: Recording) -> dict[str, Any]:
         p = _common_defaults(recording)

@@ -37,6 +37,7 @@ class SavedMasks(Method):
 
     name = "files"
     needs_argument = True  # not part of "--methods all"
+    needs_movie = False
     description = "saved masks read from files (files:PATTERN, {recording} = recording name)"
 
     def __init__(self, pattern: str | None = None):

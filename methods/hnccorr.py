@@ -54,7 +54,7 @@ from datasets.masks import Masks
 from datasets.records import Recording
 from methods._compat import package_versions, patch_numpy_aliases
 from methods.base import Method, Segmentation
-from methods.params import Param, validate
+from methods.params import Param
 
 __all__ = ["HNCcorr", "INSTALL_HINT", "average_frames"]
 
@@ -117,6 +117,7 @@ class HNCcorr(Method):
     default_timeout_s = 1800.0
     #: Minutes per 256x256 recording on 2 cores: too slow for the 15-minute default run.
     in_default_run = False
+    parameters = PARAMS
 
     def is_available(self) -> tuple[bool, str]:
         missing = [
@@ -151,11 +152,7 @@ class HNCcorr(Method):
             "postprocessor_min_cell_size": [max(1, round(0.3 * pref)), max(1, round(0.5 * pref))],
         }
 
-    def check_params(self, recording: Recording, params: dict[str, Any] | None) -> dict[str, Any]:
-        """The full parameter set for ``recording``: defaults overlaid with ``params``, validated."""
-        if getattr(recording, "movie", None) is None:
-            raise InputError(f"method '{self.name}' needs the movie of recording {recording.name}, which has none")
-        p = validate(self.name, PARAMS, self.default_params(recording), params)
+    def check_consistency(self, recording: Recording, p: dict[str, Any]) -> None:
         lo, pref, hi = (p[f"postprocessor_{k}_cell_size"] for k in ("min", "preferred", "max"))
         if not lo <= pref <= hi:
             raise InputError(
@@ -177,7 +174,6 @@ class HNCcorr(Method):
                 f"({recording.frame_shape[0]}x{recording.frame_shape[1]})",
                 hint="use a smaller patch_size",
             )
-        return p
 
     def segment(self, recording: Recording, params: dict[str, Any]) -> Segmentation:
         p = self.check_params(recording, params)

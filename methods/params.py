@@ -18,7 +18,7 @@ import numpy as np
 from datasets.errors import InputError
 from datasets.registry import closest
 
-__all__ = ["Param", "validate"]
+__all__ = ["Param", "validate", "expensive_part", "check_settings"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,13 @@ class Param:
         What it does.
     low_open : bool
         Whether ``low`` itself is excluded (``> low`` instead of ``>= low``).
+    stage : {"cheap", "expensive"}
+        Which stage of a staged method the parameter changes: grid points that
+        differ only in cheap parameters share one cached expensive stage
+        (e.g. STNeuroNet's probability maps).
+    optional : bool
+        Whether None is accepted (meaning "the method's own choice", e.g. the
+        threshold tuned with the weights).
     """
 
     kind: type
@@ -47,10 +54,28 @@ class Param:
     choices: tuple | None = None
     doc: str = ""
     low_open: bool = False
+    stage: str = "cheap"
+    optional: bool = False
+
+    def __post_init__(self) -> None:
+        if self.stage not in ("cheap", "expensive"):
+            raise ValueError(f"Param.stage must be 'cheap' or 'expensive', got {self.stage!r}")
+
+    def allowed(self) -> str:
+        """The allowed values, in words (for messages)."""
+        if self.choices is not None:
+            return "one of " + ", ".join(map(repr, self.choices))
+        kind = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[self.kind]
+        lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
+        hi = "" if self.high is None else f"<= {self.high:g}"
+        bounds = " and ".join(b for b in (lo, hi) if b)
+        return kind + (f" {bounds}" if bounds else "") + (" (or None)" if self.optional else "")
 
     def check(self, method: str, name: str, value: Any) -> Any:
         """The value converted to ``kind``, or an InputError."""
         where = f"method '{method}': parameter '{name}'"
+        if value is None and self.optional:
+            return None
         if self.kind is bool:
             if not isinstance(value, (bool, np.bool_)):
                 raise InputError(f"{where} must be true or false, got {value!r}")
@@ -116,3 +141,33 @@ def validate(method: str, spec: Mapping[str, Param], defaults: Mapping[str, Any]
         )
     merged = {**defaults, **params}
     return {name: spec[name].check(method, name, merged[name]) for name in spec if name in merged}
+
+
+def expensive_part(spec: Mapping[str, Param], params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters that change a staged method's expensive stage (its cache key)."""
+    return {k: v for k, v in params.items() if k in spec and spec[k].stage == "expensive"}
+
+
+def check_settings(method: str, config_cls: type, settings: Mapping[str, Any], extra: tuple[str, ...] = ()) -> dict:
+    """Training settings checked against a config dataclass: unknown keys and invalid values refused.
+
+    Lists (from TOML/JSON) become tuples where the dataclass default is a
+    tuple; ``extra`` keys are accepted without checking (the caller's own).
+    """
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    allowed = sorted([*fields, *extra])
+    unknown = sorted(set(settings) - set(allowed))
+    if unknown:
+        raise InputError(
+            f"method '{method}': unknown training setting(s) {', '.join(map(repr, unknown))}",
+            hint=closest(unknown[0], allowed) or f"known: {', '.join(allowed)}",
+        )
+    s = {k: (tuple(v) if isinstance(v, list) and isinstance(fields[k].default, tuple) else v)
+         for k, v in settings.items() if k in fields}
+    try:
+        config_cls(**s)
+    except TypeError as exc:
+        raise InputError(f"method '{method}': invalid training settings ({exc})") from exc
+    return {**s, **{k: settings[k] for k in extra if k in settings}}

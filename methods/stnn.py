@@ -1,25 +1,30 @@
 """STNeuroNet (the suite's PyTorch reimplementation, package ``stnn``) as a method.
 
-The adapter loads trained weights (``stnn.pretrained``: shipped weights by
-name, or a ``.pt`` path), runs the whole pipeline of :func:`stnn.infer.segment`
-and reports the paper's timings: initialisation (model load and first-batch
-prefetch) apart from processing (pre-processing, network, post-processing).
+Staged: :meth:`STNeuroNetMethod.prepare` runs pre-processing and the network
+(the expensive part) and saves the probability maps; :meth:`finish`
+post-processes them with a threshold and minimum area (cheap), so a
+post-processing grid runs the network once per recording. Timings follow the
+paper: initialisation (model load, first-batch prefetch) apart from
+processing (pre-processing, network, post-processing).
+
+It learns: :meth:`train` trains on a data set's own training recordings
+(``stnn.train``), resuming from the last checkpoint, and tunes threshold and
+minimum area on them (the paper's procedure).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from datasets.errors import InputError
 from datasets.records import Recording
-from methods.base import Method, Segmentation
-from methods.params import Param, validate
+from methods.base import Method, Segmentation, _source_hash
+from methods.params import Param, check_settings
 
 __all__ = ["STNeuroNetMethod"]
-
-#: Binned frames per network window in the paper.
-WINDOW = 120
 
 
 class STNeuroNetMethod(Method):
@@ -35,17 +40,29 @@ class STNeuroNetMethod(Method):
     description = "STNeuroNet (PyTorch reimplementation): 3-D CNN on 120-frame batches, fused masks"
     requirements = ("torch",)
     weights = "synthetic"
-
-    #: Parameters; None for threshold, min_area_um2 and overlap means "the weights' tuned value" / "none".
-    SPEC = {
-        "weights": Param(str, doc="shipped weights name or .pt path"),
-        "threshold": Param(float, low=0.0, high=1.0, doc="probability threshold"),
-        "min_area_um2": Param(float, low=0.0, doc="minimum mask area in um^2"),
-        "overlap": Param(str, choices=("mean", "median"), doc="overlapping windows combined by mean or median"),
-        "windows_per_batch": Param(int, low=1, doc="windows per forward pass"),
-        "device": Param(str, choices=("cpu", "cuda"), doc="torch device"),
+    devices = ("cpu", "cuda")
+    staged = True
+    learns = True
+    tuned_with_weights = ("threshold", "min_area_um2")
+    shipped_dataset = "synthetic"
+    #: None for threshold, min_area_um2 and overlap means "the weights' tuned value" / "none".
+    parameters = {
+        "weights": Param(str, stage="expensive", doc="shipped weights name or .pt path"),
+        "threshold": Param(float, low=0.0, high=1.0, optional=True, doc="probability threshold"),
+        "min_area_um2": Param(float, low=0.0, optional=True, doc="minimum mask area in um^2"),
+        "overlap": Param(str, choices=("mean", "median"), optional=True, stage="expensive",
+                         doc="overlapping windows combined by mean or median"),
+        "windows_per_batch": Param(int, low=1, stage="expensive", doc="windows per forward pass"),
+        "device": Param(str, choices=("cpu", "cuda"), stage="expensive", doc="torch device"),
     }
-    OPTIONAL = ("threshold", "min_area_um2", "overlap")
+    #: Training schedules (``bench run --train-schedule``); settings of :class:`stnn.train.TrainConfig`.
+    train_schedules = {
+        # The authors': 144x144x120 crops, batch 3, Adam 5e-4, ~36,000 iterations (a GPU job).
+        "paper": {},
+        # CPU-feasible: fine-tunes the shipped weights on 64x64 crops for 300 iterations.
+        "quick": {"init": "synthetic", "crop": [64, 64], "iterations": 300, "lr": 5e-4,
+                  "checkpoint_every": 50, "validate_every": 0},
+    }
 
     def is_available(self) -> tuple[bool, str]:
         ok, reason = super().is_available()
@@ -74,36 +91,93 @@ class STNeuroNetMethod(Method):
         # set; leave-one-out tuning refines them around those values.
         return {"threshold": [None, 0.8, 0.9, 0.95], "min_area_um2": [None, 30.0, 50.0]}
 
-    def segment(self, recording: Recording, params: dict[str, Any]) -> Segmentation:
-        merged = {**self.default_params(recording), **params}
-        given = {k: v for k, v in merged.items() if not (k in self.OPTIONAL and v is None)}
-        params = {**dict.fromkeys(self.OPTIONAL), **validate(self.name, self.SPEC, {}, given)}
-        if recording.movie is None:
-            raise InputError(f"method '{self.name}' needs the movie of recording {recording.name}")
+    # ------------------------------------------------------------------ stages
+    def prepare(self, recording: Recording, params: dict[str, Any], out: Path) -> dict[str, Any]:
+        p = self.check_params(recording, params)
         t0 = time.perf_counter()
         import stnn
-        from stnn.infer import segment
+        from stnn.infer import probability_stage
 
-        model, meta = stnn.pretrained(params["weights"], device=params["device"], return_metadata=True)
+        model, meta = stnn.pretrained(p["weights"], device=p["device"], return_metadata=True)
         load_s = time.perf_counter() - t0
-        min_area = params["min_area_um2"]
-        result = segment(
+        stage = probability_stage(
             recording,
             model,
-            device=params["device"],
-            threshold=params["threshold"],
-            min_area=None if min_area is None else min_area / recording.um_per_px**2,
-            overlap=params["overlap"],
-            windows_per_batch=params["windows_per_batch"],
+            device=p["device"],
+            overlap=p["overlap"],
+            windows_per_batch=p["windows_per_batch"],
             metadata=meta,
         )
-        t = result.timings
+        stage.save(out)
+        t = stage.timings
+        return {
+            "init_s": load_s + t.init_s,
+            "process_s": t.preprocess_s + t.network_s,
+            "versions": {"stnn-weights": str(p["weights"]), "weights_iterations": getattr(meta, "iterations", None)},
+        }
+
+    def finish(self, recording: Recording, params: dict[str, Any], stage: Path) -> Segmentation:
+        from stnn.infer import ProbabilityStage
+
+        p = self.check_params(recording, params)
+        st = ProbabilityStage.load(stage)
+        min_area = p["min_area_um2"]
+        masks = st.masks(p["threshold"], None if min_area is None else min_area / recording.um_per_px**2)
+        t = st.timings
         return Segmentation(
-            masks=result.masks,
-            params=params,
-            init_s=load_s + t.init_s,
+            masks=masks,
+            params=p,
+            init_s=t.init_s,
             process_s=t.process_s,
             n_frames=recording.n_frames,
-            probability_maps=result.prob_maps,
-            versions={"stnn-weights": str(params["weights"]), "weights_iterations": getattr(meta, "iterations", None)},
+            probability_maps=st.full_maps(),
+            versions={"stnn-weights": str(p["weights"])},
         )
+
+    # ------------------------------------------------------------------ training
+    def check_train_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        from stnn.train import TrainConfig
+
+        s = check_settings(self.name, TrainConfig, settings, extra=("init",))
+        if s.get("init") is not None:
+            from stnn.weights import resolve
+
+            resolve(s["init"])  # an unknown name or missing file fails at planning
+        return s
+
+    def train(
+        self,
+        recordings: Sequence[Recording],
+        settings: Mapping[str, Any],
+        out: Path,
+        *,
+        device: str = "cpu",
+        progress: bool = True,
+    ) -> dict[str, Any]:
+        from stnn.train import TrainConfig, train
+
+        s = self.check_train_settings(settings)
+        init = s.pop("init", None)
+        result = train(
+            list(recordings),
+            out,
+            config=TrainConfig(**s),
+            device=device,
+            resume=True,
+            progress=progress,
+            init=init,
+            command="python -m bench run --train (fold training)",
+        )
+        meta = result.metadata
+        return {
+            "weights": result.weights_path.name,
+            "iterations": meta.iterations,
+            "train_s": meta.wall_time_s,
+            "threshold": meta.threshold,
+            "min_area_px": meta.min_area,
+            "train_f1": (meta.extra or {}).get("train_f1"),
+            "hardware": meta.hardware,
+        }
+
+    def code_version(self) -> str:
+        return _source_hash("stnn", "methods.stnn")

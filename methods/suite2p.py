@@ -65,7 +65,7 @@ from datasets.masks import Masks
 from datasets.records import Recording
 from methods._compat import package_versions, torchvision_without_compiled_ops
 from methods.base import Method, Segmentation
-from methods.params import Param, validate
+from methods.params import Param
 
 __all__ = ["Suite2p", "INSTALL_HINT", "TAU_BY_INDICATOR", "NEURON_DIAMETER_UM"]
 
@@ -112,6 +112,8 @@ class Suite2p(Method):
     requirements = ("suite2p",)
     #: Seconds the harness may allow one recording by default.
     default_timeout_s = 3600.0
+    devices = ("cpu", "cuda")
+    parameters = PARAMS
 
     def is_available(self) -> tuple[bool, str]:
         if importlib.util.find_spec("suite2p") is None:
@@ -139,12 +141,6 @@ class Suite2p(Method):
 
     def param_grid(self, recording: Recording) -> dict[str, list]:
         return {"threshold_scaling": [0.5, 0.8, 1.2], "use_classifier": [False, True]}
-
-    def check_params(self, recording: Recording, params: dict[str, Any] | None) -> dict[str, Any]:
-        """The full parameter set for ``recording``: defaults overlaid with ``params``, validated."""
-        if getattr(recording, "movie", None) is None:
-            raise InputError(f"method '{self.name}' needs the movie of recording {recording.name}, which has none")
-        return validate(self.name, PARAMS, self.default_params(recording), params)
 
     # ------------------------------------------------------------------ run
     def segment(self, recording: Recording, params: dict[str, Any]) -> Segmentation:

@@ -28,27 +28,32 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from datasets.errors import InputError
 from datasets.masks import Masks
-from datasets.movies import movie_from_spec
 from datasets.records import Recording
-from methods.base import Segmentation, resolve_method
+from methods.base import Segmentation, json_default, resolve_method
 
-__all__ = ["WorkerLimits", "WorkerResult", "run_in_worker", "interpreter_for", "REPO_ROOT"]
+__all__ = ["WorkerLimits", "WorkerResult", "run_in_worker", "interpreter_for", "clean_stale_workdirs",
+           "progress_line", "REPO_ROOT", "ACTIONS"]
 
 log = logging.getLogger(__name__)
 
 #: The folder holding the ``bench``, ``methods``, ``datasets`` and ``stnn`` packages;
 #: put on PYTHONPATH so that another interpreter imports the same code.
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: What a worker job can do.
+ACTIONS = ("segment", "prepare", "finish", "train")
+#: Prefix of job folders in the temporary directory (stale ones are removed at the next run).
+WORK_PREFIX = "bench-worker-"
 
 Status = Literal["ok", "error", "timeout", "memory", "crash"]
 _THREAD_VARS = (
@@ -100,6 +105,8 @@ class WorkerResult:
     peak_memory_mb: float = float("nan")
     wall_s: float = 0.0
     log_tail: str = field(default="", repr=False)
+    #: What the job returned besides a segmentation (stage timings, training summary).
+    info: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -153,77 +160,143 @@ def _user_config() -> dict:
 # ---------------------------------------------------------------------------- parent side
 def run_in_worker(
     method: str,
-    recording: Recording,
+    recording: Recording | None,
     params: dict,
     *,
     limits: WorkerLimits = WorkerLimits(),
     keep_dir: Path | None = None,
+    action: str = "segment",
+    stage: Path | None = None,
+    training: Sequence[tuple[Recording, Masks]] = (),
+    settings: dict | None = None,
+    on_poll: Callable[[Path], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> WorkerResult:
-    """Run ``method`` (a registry name, optionally ``name:ARG``) on ``recording`` in a new process.
+    """Run one job of ``method`` (a registry name, optionally ``name:ARG``) in a new process.
 
     Parameters
     ----------
     method : str
         Registered method name, e.g. ``"suite2p"`` or ``"files:out/{recording}.mat"``.
-    recording : Recording
+    recording : Recording or None
         Its movie must live in a file (:meth:`datasets.movies.Movie.to_spec`);
-        an in-memory movie is written to a temporary ``.npy`` first.
+        an in-memory movie is written to a temporary ``.npy`` first. None for
+        a training job.
     params : dict
-        JSON-able parameters passed to ``segment``.
+        JSON-able parameters passed to the method.
     limits : WorkerLimits
         Timeout, memory, threads and interpreter.
     keep_dir : Path, optional
         Keep the job folder (job, log, outputs) here instead of deleting it.
+    action : {"segment", "prepare", "finish", "train"}
+        ``segment``: the whole method; ``prepare``: the expensive stage,
+        written into ``stage``; ``finish``: the cheap stage, reading
+        ``stage``; ``train``: train on ``training`` into ``stage`` with
+        ``settings`` (``params`` holds ``device``).
+    stage : Path, optional
+        The stage folder (``prepare``, ``finish``) or the training folder.
+    training : sequence of (Recording, Masks)
+        Training recordings and the ground truth each is trained on.
+    on_poll : callable, optional
+        Called with the job folder about every second while the worker runs
+        (progress display).
+    cancel : threading.Event, optional
+        When set (the run was interrupted), the worker is killed and
+        :class:`InterruptedError` raised: nothing is reported as a result.
 
     Returns
     -------
     WorkerResult
         Never raises for failures of the method itself.
     """
+    if action not in ACTIONS:
+        raise ValueError(f"unknown worker action {action!r}")
     entry, arg = resolve_method(method)
     python = limits.python or interpreter_for(method.split(":", 1)[0]) or sys.executable
-    work = Path(tempfile.mkdtemp(prefix="bench-worker-")) if keep_dir is None else Path(keep_dir)
+    work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX)) if keep_dir is None else Path(keep_dir)
     work.mkdir(parents=True, exist_ok=True)
+    (work / "owner.pid").write_text(str(os.getpid()))
     try:
-        return _run(entry, arg, method, recording, params, limits, python, work)
+        job = {
+            "action": action,
+            "entry": entry,
+            "arg": arg,
+            "method": method,
+            "params": params,
+            "recording": None if recording is None else _recording_spec(recording, work),
+            "stage": None if stage is None else str(stage),
+            "settings": settings or {},
+            "training": [_training_spec(rec, gt, work, i) for i, (rec, gt) in enumerate(training)],
+            "out": str(work / "out"),
+        }
+        return _run(job, limits, python, work, on_poll, cancel)
     finally:
         if keep_dir is None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _movie_spec(recording: Recording, work: Path) -> dict | None:
-    if recording.movie is None:
-        return None
+def clean_stale_workdirs(root: Path | None = None) -> int:
+    """Remove job folders left by a parent that was killed (``kill -9``); returns how many.
+
+    A folder is stale when the process that made it (``owner.pid``) is gone.
+    """
+    root = Path(root or tempfile.gettempdir())
+    removed = 0
+    for d in root.glob(WORK_PREFIX + "*"):
+        try:
+            pid = int((d / "owner.pid").read_text())
+        except (OSError, ValueError):
+            pid = None
+        if pid is not None and _alive(pid):
+            continue
+        if pid is None and time.time() - d.stat().st_mtime < 3600:
+            continue  # being created right now, or from an older version: leave it an hour
+        shutil.rmtree(d, ignore_errors=True)
+        removed += 1
+    if removed:
+        log.info("removed %d stale worker folder(s) under %s", removed, root)
+    return removed
+
+
+def _alive(pid: int) -> bool:
     try:
-        return recording.movie.to_spec()
-    except InputError:
-        path = work / "movie.npy"
-        np.save(path, recording.movie.read())
-        return {"kind": "npy", "path": str(path)}
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
-def _run(entry, arg, method, recording, params, limits, python, work: Path) -> WorkerResult:
+def _recording_spec(recording: Recording, work: Path) -> dict:
+    # A movie held in memory is written into the job folder (in chunks); a file movie is reopened lazily.
+    spill = work / f"spill-{_safe_name(recording.name)}"
+    spill.mkdir(exist_ok=True)
+    return recording.to_spec(spill=spill)
+
+
+def _recording_from_spec(spec: dict, ground_truth: Masks | None = None) -> Recording:
+    rec = Recording.from_spec(spec)
+    if ground_truth is not None:
+        rec.ground_truths = {"default": ground_truth}
+    return rec
+
+
+def _training_spec(recording: Recording, gt: Masks, work: Path, i: int) -> dict:
+    path = work / f"gt-{i:03d}.npz"
+    gt.save(path)
+    return {"recording": _recording_spec(recording, work), "gt": str(path)}
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _run(job: dict, limits: WorkerLimits, python: str, work: Path, on_poll, cancel) -> WorkerResult:
     home = work / "home"
     for sub in ("home", "tmp", "mpl", "out", "caiman"):
         (work / sub).mkdir(exist_ok=True)
-    job = {
-        "entry": entry,
-        "arg": arg,
-        "method": method,
-        "params": params,
-        "recording": {
-            "name": recording.name,
-            "fps": recording.fps,
-            "um_per_px": recording.um_per_px,
-            "indicator": recording.indicator,
-            "split": recording.split,
-            "group": recording.group,
-            "shape": list(recording.frame_shape),
-            "movie": _movie_spec(recording, work),
-        },
-        "out": str(work / "out"),
-    }
-    (work / "job.json").write_text(json.dumps(job, default=_json_default))
+    (work / "job.json").write_text(json.dumps(job, default=json_default))
     env = dict(os.environ)
     threads = str(limits.threads or os.cpu_count() or 1)
     env.update({v: threads for v in _THREAD_VARS})
@@ -257,7 +330,8 @@ def _run(entry, arg, method, recording, params, limits, python, work: Path) -> W
         except OSError as exc:
             return WorkerResult("crash", f"could not start {python}: {exc}", wall_s=0.0)
         try:
-            status, message, peak = _supervise(proc, limits)
+            poll = (lambda: on_poll(work)) if on_poll is not None else None
+            status, message, peak = _supervise(proc, limits, poll, cancel)
         except BaseException:
             # Interrupted (Ctrl-C, SIGTERM turned into SystemExit): the worker has its
             # own session, so it would outlive us unless killed here.
@@ -267,15 +341,29 @@ def _run(entry, arg, method, recording, params, limits, python, work: Path) -> W
     tail = _tail(logfile)
     if status not in ("ok", "error"):
         return WorkerResult(status, message, None, peak, wall, tail)
-    return _collect(work / "out", peak, wall, tail, proc.returncode)
+    return _collect(work / "out", peak, wall, tail, proc.returncode, job["action"])
 
 
-def _supervise(proc: subprocess.Popen, limits: WorkerLimits) -> tuple[str, str, float]:
+def progress_line(work: Path) -> str:
+    """The last progress-bar state a worker printed (tqdm's ``\\r`` updates), or ''."""
+    text = _tail(work / "worker.log", 600)
+    last = text.replace("\n", "\r").split("\r")
+    lines = [x.strip() for x in last if "it/s" in x or "s/it" in x or "%|" in x]
+    return lines[-1] if lines else ""
+
+
+def _supervise(proc: subprocess.Popen, limits: WorkerLimits, poll=None, cancel=None) -> tuple[str, str, float]:
     """Wait for the worker, enforcing the limits; returns (status, message, peak MB)."""
     deadline = time.monotonic() + limits.timeout_s
     peak_kb = 0
     rusage_kb = 0
+    next_poll = time.monotonic() + 1.0
     while True:
+        if cancel is not None and cancel.is_set():
+            raise InterruptedError("the run was interrupted")  # the caller kills the group
+        if poll is not None and time.monotonic() > next_poll:
+            poll()
+            next_poll = time.monotonic() + 1.0
         pid, code, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             rusage_kb = usage.ru_maxrss  # kB on Linux
@@ -304,7 +392,7 @@ def _supervise(proc: subprocess.Popen, limits: WorkerLimits) -> tuple[str, str, 
     return "error", "", peak_mb  # the message comes from error.json in _collect
 
 
-def _collect(out: Path, peak_mb: float, wall: float, tail: str, returncode: int) -> WorkerResult:
+def _collect(out: Path, peak_mb: float, wall: float, tail: str, returncode: int, action: str) -> WorkerResult:
     err = out / "error.json"
     if err.is_file():
         info = json.loads(err.read_text())
@@ -317,19 +405,16 @@ def _collect(out: Path, peak_mb: float, wall: float, tail: str, returncode: int)
             "crash", f"worker exited with code {returncode} without a result", None, peak_mb, wall, tail
         )
     info = json.loads(res.read_text())
-    maps = out / "probability_maps.npy"
-    seg = Segmentation(
-        masks=Masks.load(out / "masks.npz"),
-        params=info["params"],
-        init_s=info["init_s"],
-        process_s=info["process_s"],
-        io_s=info["io_s"],
-        n_frames=info["n_frames"],
-        probability_maps=np.load(maps) if maps.is_file() else None,
-        versions=info["versions"],
-    )
-    peak_mb = max(peak_mb, info.get("peak_memory_mb", 0.0))
-    return WorkerResult("ok", "", seg, peak_mb, wall, tail)
+    peak_mb = max(peak_mb, info.pop("peak_memory_mb", 0.0))
+    if action in ("prepare", "train"):
+        return WorkerResult("ok", "", None, peak_mb, wall, tail, info=info)
+    seg = Segmentation.load(out / "segmentation", maps=True)
+    seg.versions = {"python": info.get("python", ""), **seg.versions}
+    if seg.process_s <= 0:
+        seg.process_s = info["elapsed_s"]
+    if not seg.n_frames:
+        seg.n_frames = info["n_frames"]
+    return WorkerResult("ok", "", seg, peak_mb, wall, tail, info=info)
 
 
 def _group_rss_kb(pgid: int) -> int:
@@ -370,16 +455,6 @@ def _tail(path: Path, n: int = 4000) -> str:
     return data[-n:].decode("utf-8", "replace")
 
 
-def _json_default(obj):
-    if isinstance(obj, (np.integer, np.floating)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"parameter value {obj!r} is not JSON-serialisable")
-
-
 # ---------------------------------------------------------------------------- worker side
 def _worker_main(job_path: str) -> int:
     import importlib
@@ -389,35 +464,31 @@ def _worker_main(job_path: str) -> int:
     out = Path(job["out"])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        r = job["recording"]
-        movie = movie_from_spec(r["movie"]) if r["movie"] is not None else None
-        # No ground truth crosses into the worker: a method cannot return it.
-        rec = Recording(r["name"], movie, r["fps"], r["um_per_px"], {}, r["indicator"], r["split"], r["group"],
-                        shape=tuple(r["shape"]))
         module, _, attr = job["entry"].partition(":")
         obj = getattr(importlib.import_module(module), attr)
         method = obj(job["arg"]) if job["arg"] is not None else obj()
+        action = job["action"]
+        # No ground truth crosses into the worker, except the training recordings' own.
+        rec = _recording_from_spec(job["recording"]) if job["recording"] is not None else None
+        stage = Path(job["stage"]) if job["stage"] else None
         t0 = time.perf_counter()
-        seg = method.segment(rec, job["params"])
-        elapsed = time.perf_counter() - t0
-        _check_output(job["method"], seg, rec)
-        seg.masks.save(out / "masks.npz")
-        if seg.probability_maps is not None:
-            np.save(out / "probability_maps.npy", np.asarray(seg.probability_maps, np.float32))
+        result: dict = {}
+        if action == "train":
+            training = [_recording_from_spec(t["recording"], Masks.load(t["gt"])) for t in job["training"]]
+            result = method.train(training, job["settings"], stage, device=job["params"].get("device", "cpu"))
+        elif action == "prepare":
+            result = method.prepare(rec, job["params"], stage)
+        else:
+            seg = method.finish(rec, job["params"], stage) if action == "finish" else method.segment(rec, job["params"])
+            _check_output(job["method"], seg, rec)
+            seg.save(out / "segmentation")
+            result = {"n_frames": rec.n_frames}
         usage = max(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         )
-        result = {
-            "params": seg.params,
-            "init_s": seg.init_s,
-            "process_s": seg.process_s if seg.process_s > 0 else elapsed,
-            "io_s": seg.io_s,
-            "n_frames": seg.n_frames or rec.n_frames,
-            "versions": {"python": sys.version.split()[0], **seg.versions},
-            "peak_memory_mb": usage / 1024,
-        }
+        result.update(elapsed_s=time.perf_counter() - t0, python=sys.version.split()[0], peak_memory_mb=usage / 1024)
         tmp = out / "result.json.tmp"
-        tmp.write_text(json.dumps(result, default=_json_default))
+        tmp.write_text(json.dumps(result, default=json_default))
         tmp.replace(out / "result.json")
         return 0
     except Exception as exc:  # noqa: BLE001 - every failure is reported to the parent

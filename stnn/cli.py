@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from datasets.errors import InputError
+from datasets.errors import InputError, naming
 
 __all__ = ["main", "build_parser", "open_movie"]
 
@@ -30,6 +30,8 @@ def open_movie(path: str | Path, key: str = "data"):
 
     p = Path(path)
     suffix = p.suffix.lower()
+    if p.is_dir():
+        raise InputError("is a folder, expected a movie file", path=p, hint=f"use one of {', '.join(MOVIE_SUFFIXES)}")
     if suffix in (".h5", ".hdf5"):
         return HDF5Movie(p, key=key)
     if suffix in (".tif", ".tiff"):
@@ -128,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         "masks as .npz (datasets.masks.Masks).",
     )
     p.add_argument("movie", help="movie file")
-    p.add_argument("--out", required=True, help="output masks file (.npz)")
+    p.add_argument("--out", required=True, help="output masks file (.npz, or .nwb: NWB with the movie linked)")
     p.add_argument("--fps", type=_positive(float), required=True, help="frame rate of the movie (Hz)")
     p.add_argument("--um-per-px", type=_positive(float), required=True, help="pixel size (um)")
     p.add_argument("--weights", default="synthetic", help="shipped weights name or .pt path (default: synthetic)")
@@ -220,10 +222,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_nwb(args: argparse.Namespace, movie, masks) -> Path:
+    """The masks as NWB, the movie linked, the command's settings in the segmentation's description."""
+    from datasets.nwbio import write_masks_nwb
+    from datasets.records import Recording
+
+    rec = Recording(Path(args.movie).stem, movie, args.fps, args.um_per_px)
+    import torch
+
+    settings = {k: getattr(args, k) for k in ("weights", "threshold", "min_area", "overlap", "batch_frames")}
+    about = {"method": "stnn", "params": settings, "versions": {"torch": torch.__version__}}
+    return write_masks_nwb(args.out, masks, rec, method="stnn", description=about)
+
+
 def _cmd_segment(args: argparse.Namespace) -> int:
     from .infer import segment
 
-    movie = open_movie(args.movie, key=args.key)
+    for flag, value in (("--out", args.out), ("--save-maps", args.save_maps)):
+        if value:
+            _output_file(flag, Path(value))
+    try:
+        movie = open_movie(args.movie, key=args.key)
+    except InputError as exc:
+        raise naming(exc, "", args.movie) from exc
     res = segment(
         movie,
         args.weights,
@@ -236,7 +257,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         windows_per_batch=args.windows_per_batch,
         batch_frames=args.batch_frames,
     )
-    path = res.masks.save(args.out)
+    if Path(args.out).suffix.lower() == ".nwb":
+        path = _save_nwb(args, movie, res.masks)
+    else:
+        path = res.masks.save(args.out)
     if args.save_maps:
         import numpy as np
 
@@ -251,6 +275,16 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             f"init {t.init_s:.2f} s"
         )
     return 0
+
+
+def _output_file(flag: str, path: Path) -> None:
+    """Create the parent folders of an output file before the work, or say why that is impossible."""
+    if path.is_dir():
+        raise InputError(f"{flag} names a folder, expected a file name", path=path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{flag}: cannot create the folder {path.parent} ({exc.strerror or exc})", path=path) from exc
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:

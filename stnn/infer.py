@@ -40,13 +40,14 @@ It doubles the network time.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -64,7 +65,9 @@ from .preprocess import PreprocessConfig, RunningMoments, crop_slices, preproces
 
 __all__ = [
     "Timings",
-    "Segmentation",
+    "InferenceResult",
+    "ProbabilityStage",
+    "probability_stage",
     "DiskFrames",
     "MovieView",
     "window_starts",
@@ -137,12 +140,93 @@ class Timings:
         return d
 
 
-class Segmentation(NamedTuple):
+class InferenceResult(NamedTuple):
     """Result of :func:`segment`; unpacks as ``masks, prob_maps, timings``."""
 
     masks: Masks
     prob_maps: np.ndarray
     timings: Timings
+
+
+@dataclass
+class ProbabilityStage:
+    """The expensive half of :func:`segment`: probability maps and what post-processing needs.
+
+    Attributes
+    ----------
+    maps : ndarray
+        ``(n_maps, h, w)`` float32 maps in the pre-processed (cropped) frame.
+    rows, cols : slice
+        Where the cropped frame lies in the input frame.
+    input_shape : (int, int)
+        The input frame.
+    postprocess : PostprocessConfig
+        Post-processing with the weights' tuned threshold and minimum area
+        (or the defaults for the pixel size).
+    timings : Timings
+        Initialisation, pre-processing and network seconds.
+    """
+
+    maps: np.ndarray
+    rows: slice
+    cols: slice
+    input_shape: tuple[int, int]
+    postprocess: PostprocessConfig
+    timings: Timings
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``maps.npy`` and ``stage.json`` (last: it marks the stage complete)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "maps.npy", self.maps.astype(np.float32, copy=False))
+        info = {
+            "crop": [self.rows.start, self.rows.stop, self.cols.start, self.cols.stop],
+            "input_shape": list(self.input_shape),
+            "postprocess": asdict(self.postprocess),
+            "timings": asdict(self.timings),
+        }
+        tmp = folder / "stage.json.tmp"
+        tmp.write_text(json.dumps(info))
+        tmp.replace(folder / "stage.json")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ProbabilityStage:
+        """Read what :meth:`save` wrote; InputError when it is incomplete or corrupt."""
+        folder = Path(folder)
+        try:
+            info = json.loads((folder / "stage.json").read_text())
+            maps = np.load(folder / "maps.npy")
+            r0, r1, c0, c1 = info["crop"]
+            post = PostprocessConfig(**info["postprocess"])
+            timings = Timings(**info["timings"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"unreadable STNeuroNet stage ({type(exc).__name__}: {exc})", path=folder) from exc
+        return cls(maps, slice(r0, r1), slice(c0, c1), tuple(info["input_shape"]), post, timings)
+
+    def masks(self, threshold: float | None = None, min_area: float | None = None) -> Masks:
+        """Post-processed masks over the input frame (threshold and min_area in px override the stage's)."""
+        updates = {}
+        if threshold is not None:
+            updates["threshold"] = float(threshold)
+        if min_area is not None:
+            updates["min_area"] = float(min_area)
+        cfg = replace(self.postprocess, **updates) if updates else self.postprocess
+        t0 = time.perf_counter()
+        masks = postprocess(self.maps, cfg)
+        if masks.shape != tuple(self.input_shape):
+            masks = _uncrop_masks(masks, self.rows, self.cols, self.input_shape)
+        self.timings.postprocess_s = time.perf_counter() - t0
+        return masks
+
+    def full_maps(self) -> np.ndarray:
+        """The maps over the input frame (a cropped border is zero)."""
+        h, w = self.input_shape
+        if (self.rows.start, self.rows.stop, self.cols.start, self.cols.stop) == (0, h, 0, w):
+            return self.maps
+        full = np.zeros((self.maps.shape[0], h, w), np.float32)
+        full[:, self.rows, self.cols] = self.maps
+        return full
 
 
 def _frame_range(key: int | slice, n_frames: int, error: str) -> tuple[int, int]:
@@ -468,15 +552,6 @@ def probability_maps(
     return out
 
 
-def _uncrop(prob_maps: np.ndarray, prep: PreparedMovie) -> np.ndarray:
-    h, w = prep.input_shape
-    if (prep.rows.start, prep.rows.stop, prep.cols.start, prep.cols.stop) == (0, h, 0, w):
-        return prob_maps
-    full = np.zeros((prob_maps.shape[0], h, w), np.float32)
-    full[:, prep.rows, prep.cols] = prob_maps
-    return full
-
-
 def _resolve_model(model: Any, device: torch.device, metadata: Any = None):
     """(model, metadata or None) from a model (with its metadata, if any), weights name or path."""
     if isinstance(model, torch.nn.Module):
@@ -484,6 +559,84 @@ def _resolve_model(model: Any, device: torch.device, metadata: Any = None):
     from .weights import pretrained
 
     return pretrained("synthetic" if model is None else model, device=device, return_metadata=True)
+
+
+def probability_stage(
+    movie_or_recording: Any,
+    model: STNeuroNet | str | Path | None = None,
+    *,
+    fps: float | None = None,
+    um_per_px: float | None = None,
+    device: torch.device | str | None = None,
+    threshold: float | None = None,
+    min_area: float | None = None,
+    batch_frames: int | None = None,
+    overlap: str | None = None,
+    windows_per_batch: int = 2,
+    amp: bool | None = None,
+    preprocess_config: PreprocessConfig | None = None,
+    postprocess_config: PostprocessConfig | None = None,
+    chunk: int = 32,
+    workdir: str | Path | None = None,
+    metadata: Any = None,
+) -> ProbabilityStage:
+    """The expensive half of :func:`segment`: pre-processing and the network.
+
+    Takes the arguments of :func:`segment`; ``threshold`` and ``min_area``
+    only set the stage's post-processing defaults. The maps can be saved
+    (:meth:`ProbabilityStage.save`) and post-processed many times with other
+    thresholds and minimum areas (:meth:`ProbabilityStage.masks`), which is
+    how a parameter grid shares one network pass.
+    """
+    if isinstance(movie_or_recording, Recording):
+        rec = movie_or_recording
+        movie = rec.movie
+        fps = rec.fps if fps is None else fps
+        um_per_px = rec.um_per_px if um_per_px is None else um_per_px
+    else:
+        movie = movie_or_recording
+    movie = as_array_like(movie)
+    if fps is None or um_per_px is None:
+        raise InputError("segmenting a bare movie needs its frame rate and pixel size", hint="pass fps= and um_per_px=")
+    dev = _resolve_device(device)
+    net, meta = _resolve_model(model, dev, metadata)
+    if preprocess_config is None:
+        # Weights trained at another binned rate (e.g. 3 Hz for Neurofinder) are run at that rate.
+        target = (meta.preprocess or {}).get("target_fps") if meta is not None else None
+        extra = {"target_fps": float(target)} if target else {}
+        preprocess_config = default_preprocess_config(fps, um_per_px, **extra)
+    pre_cfg = preprocess_config
+    if batch_frames is None:
+        trained = (meta.extra or {}).get("frames") if meta is not None else None
+        batch_frames = int(trained) if trained else 120
+    post_cfg = postprocess_config or PostprocessConfig.for_pixel_size(um_per_px)
+    if threshold is None and meta is not None and meta.threshold is not None:
+        threshold = meta.threshold
+    if min_area is None and meta is not None and meta.min_area is not None:
+        min_area = meta.min_area_for(um_per_px)
+    updates: dict[str, float] = {"um_per_px": float(um_per_px)}
+    if threshold is not None:
+        updates["threshold"] = float(threshold)
+    if min_area is not None:
+        updates["min_area"] = float(min_area)
+    post_cfg = PostprocessConfig(**{**asdict(post_cfg), **updates})
+
+    timings = Timings()
+    with tempfile.TemporaryDirectory(prefix="stnn-", dir=workdir) as tmp:
+        t0 = time.perf_counter()
+        prep = prepare_movie(movie, pre_cfg, tmp, device=dev, chunk=chunk)
+        timings.preprocess_s = time.perf_counter() - t0
+        maps = probability_maps(
+            prep,
+            net,
+            device=dev,
+            batch_frames=batch_frames,
+            windows_per_batch=windows_per_batch,
+            overlap=overlap,
+            amp=amp,
+            timings=timings,
+        )
+    return ProbabilityStage(maps, prep.rows, prep.cols, prep.input_shape, post_cfg, timings)
 
 
 def segment(
@@ -504,7 +657,7 @@ def segment(
     chunk: int = 32,
     workdir: str | Path | None = None,
     metadata: Any = None,
-) -> Segmentation:
+) -> InferenceResult:
     """Segment the active neurons of a movie with STNeuroNet.
 
     Parameters
@@ -565,60 +718,26 @@ def segment(
         2-D input, frames smaller than 8 px, too few frames for one bin,
         non-finite values, zero variance, missing fps / pixel size.
     """
-    if isinstance(movie_or_recording, Recording):
-        rec = movie_or_recording
-        movie = rec.movie
-        fps = rec.fps if fps is None else fps
-        um_per_px = rec.um_per_px if um_per_px is None else um_per_px
-    else:
-        movie = movie_or_recording
-    movie = as_array_like(movie)
-    if fps is None or um_per_px is None:
-        raise InputError("segmenting a bare movie needs its frame rate and pixel size", hint="pass fps= and um_per_px=")
-    dev = _resolve_device(device)
-    net, meta = _resolve_model(model, dev, metadata)
-    if preprocess_config is None:
-        # Weights trained at another binned rate (e.g. 3 Hz for Neurofinder) are run at that rate.
-        target = (meta.preprocess or {}).get("target_fps") if meta is not None else None
-        extra = {"target_fps": float(target)} if target else {}
-        preprocess_config = default_preprocess_config(fps, um_per_px, **extra)
-    pre_cfg = preprocess_config
-    if batch_frames is None:
-        trained = (meta.extra or {}).get("frames") if meta is not None else None
-        batch_frames = int(trained) if trained else 120
-    post_cfg = postprocess_config or PostprocessConfig.for_pixel_size(um_per_px)
-    if threshold is None and meta is not None and meta.threshold is not None:
-        threshold = meta.threshold
-    if min_area is None and meta is not None and meta.min_area is not None:
-        min_area = meta.min_area_for(um_per_px)
-    updates: dict[str, float] = {"um_per_px": float(um_per_px)}
-    if threshold is not None:
-        updates["threshold"] = float(threshold)
-    if min_area is not None:
-        updates["min_area"] = float(min_area)
-    post_cfg = PostprocessConfig(**{**asdict(post_cfg), **updates})
-
-    timings = Timings()
-    with tempfile.TemporaryDirectory(prefix="stnn-", dir=workdir) as tmp:
-        t0 = time.perf_counter()
-        prep = prepare_movie(movie, pre_cfg, tmp, device=dev, chunk=chunk)
-        timings.preprocess_s = time.perf_counter() - t0
-        maps = probability_maps(
-            prep,
-            net,
-            device=dev,
-            batch_frames=batch_frames,
-            windows_per_batch=windows_per_batch,
-            overlap=overlap,
-            amp=amp,
-            timings=timings,
-        )
-        t2 = time.perf_counter()
-        masks = postprocess(maps, post_cfg)
-        timings.postprocess_s = time.perf_counter() - t2
-        maps = _uncrop(maps, prep)
-        if masks.shape != prep.input_shape:
-            masks = _uncrop_masks(masks, prep)
+    stage = probability_stage(
+        movie_or_recording,
+        model,
+        fps=fps,
+        um_per_px=um_per_px,
+        device=device,
+        threshold=threshold,
+        min_area=min_area,
+        batch_frames=batch_frames,
+        overlap=overlap,
+        windows_per_batch=windows_per_batch,
+        amp=amp,
+        preprocess_config=preprocess_config,
+        postprocess_config=postprocess_config,
+        chunk=chunk,
+        workdir=workdir,
+        metadata=metadata,
+    )
+    masks = stage.masks()
+    timings = stage.timings
     logger.info(
         "segmented %d binned frames: %d masks, %.1f frames/s (network %.1f frames/s)",
         timings.n_frames,
@@ -626,13 +745,13 @@ def segment(
         timings.fps,
         timings.network_fps,
     )
-    return Segmentation(masks, maps, timings)
+    return InferenceResult(masks, stage.full_maps(), timings)
 
 
-def _uncrop_masks(masks: Masks, prep: PreparedMovie) -> Masks:
-    h, w = prep.input_shape
+def _uncrop_masks(masks: Masks, rows: slice, cols: slice, input_shape: tuple[int, int]) -> Masks:
+    h, w = input_shape
     coords = []
     for k in range(masks.n):
         r, c = masks.coordinates(k)
-        coords.append((r + prep.rows.start, c + prep.cols.start))
+        coords.append((r + rows.start, c + cols.start))
     return Masks.from_coordinates(coords, (h, w)) if coords else Masks.empty((h, w))

@@ -494,6 +494,7 @@ def train(
     validate_on: str | Sequence[Recording] | None = None,
     progress: bool = True,
     command: str | None = None,
+    init: str | Path | None = None,
     **overrides: Any,
 ) -> TrainResult:
     """Train STNeuroNet; write checkpoints, weights and metadata into ``out_dir``.
@@ -520,6 +521,10 @@ def train(
         Show a tqdm progress bar (loss, validation F1).
     command : str, optional
         Recorded in the metadata (default: ``sys.argv``).
+    init : str or Path, optional
+        Start from these weights (shipped name or ``.pt`` path) instead of a
+        random initialisation (fine-tuning); a checkpoint found with
+        ``resume`` takes precedence.
 
     Returns
     -------
@@ -551,6 +556,11 @@ def train(
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = STNeuroNet(tf_compat=cfg.tf_compat, dropout=cfg.dropout).to(dev)
+    if init is not None:
+        from .weights import load_weights, resolve
+
+        state, _ = load_weights(resolve(init))
+        model.load_state_dict(state)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
     use_amp = dev.type == "cuda" and (cfg.amp is None or cfg.amp)
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -563,7 +573,7 @@ def train(
         if ckpt_path is None:
             logger.info("no checkpoint in %s: starting from scratch", out)
         else:
-            ckpt = torch.load(ckpt_path, map_location=dev, weights_only=False)
+            ckpt = torch.load(ckpt_path, map_location=dev, weights_only=True)  # no pickled code runs
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             if ckpt.get("scaler"):
@@ -644,6 +654,7 @@ def train(
             "lr": cfg.lr,
             "logit_leak": cfg.logit_leak,
             "torch": torch.__version__,
+            "init": None if init is None else str(init),
         },
     )
     if cfg.tune_at_end and prepared:

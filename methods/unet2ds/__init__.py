@@ -35,7 +35,9 @@ Timings: ``init_s`` loads the model; ``process_s`` covers the mean image
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,7 @@ import numpy as np
 from datasets.errors import InputError
 from datasets.records import Recording
 from methods.base import Method, Segmentation
-from methods.params import Param, validate
+from methods.params import Param, check_settings
 
 __all__ = ["UNet2DS", "WEIGHTS", "TRAIN_COMMAND"]
 
@@ -56,10 +58,12 @@ _FALLBACK_THRESHOLD = 0.5
 _FALLBACK_MIN_AREA_UM2 = 0.0
 
 PARAMS = {
-    "threshold": Param(float, low=0.0, high=1.0, low_open=True, doc="probability threshold"),
-    "min_area_um2": Param(float, low=0.0, doc="smallest kept component (um^2)"),
-    "device": Param(str, choices=("cpu", "cuda"), doc="torch device"),
-    "weights": Param(str, doc="checkpoint file (default: the shipped synthetic weights)"),
+    "threshold": Param(float, low=0.0, high=1.0, low_open=True, optional=True,
+                       doc="probability threshold (None: the value tuned with the weights)"),
+    "min_area_um2": Param(float, low=0.0, optional=True,
+                          doc="smallest kept component (um^2; None: the value tuned with the weights)"),
+    "device": Param(str, choices=("cpu", "cuda"), stage="expensive", doc="torch device"),
+    "weights": Param(str, stage="expensive", doc="checkpoint file (default: the shipped synthetic weights)"),
 }
 
 
@@ -81,6 +85,17 @@ class UNet2DS(Method):
     name = "unet2ds"
     description = "UNet2DS (Klibisz et al. 2017): U-Net on the mean image, PyTorch reimplementation"
     requirements = ("torch",)
+    devices = ("cpu", "cuda")
+    parameters = PARAMS
+    staged = True
+    learns = True
+    tuned_with_weights = ("threshold", "min_area_um2")
+    shipped_dataset = "synthetic"
+    #: deep-calcium's schedule (1,000 iterations of 20 windows of 128 x 128) and the shipped CPU one.
+    train_schedules = {
+        "paper": {"iterations": 1000, "batch_size": 20, "crop": 128},
+        "quick": {},
+    }
 
     def __init__(self, weights: str | None = None):
         self.weights = Path(weights) if weights else WEIGHTS
@@ -109,13 +124,11 @@ class UNet2DS(Method):
         areas = sorted({round(x, 1) for x in (a / 2, a, a * 2 if a > 0 else 20.0)})
         return {"threshold": thresholds, "min_area_um2": areas}
 
-    def check_params(self, recording: Recording, params: dict[str, Any] | None) -> dict[str, Any]:
-        return validate(self.name, PARAMS, self.default_params(recording), params)
-
-    def segment(self, recording: Recording, params: dict[str, Any]) -> Segmentation:
+    # ------------------------------------------------------------------ stages
+    def prepare(self, recording: Recording, params: dict[str, Any], out: Path) -> dict[str, Any]:
         import torch
 
-        from methods.unet2ds.core import probability_to_masks, summary_image
+        from methods.unet2ds.core import summary_image
         from methods.unet2ds.model import predict_probability
         from methods.unet2ds.train import load_checkpoint
 
@@ -128,26 +141,77 @@ class UNet2DS(Method):
         t0 = time.perf_counter()
         model, meta = load_checkpoint(path, p["device"])
         init_s = time.perf_counter() - t0
-
         t1 = time.perf_counter()
         summary, n_frames = summary_image(recording.movie)
         prob = predict_probability(model, summary, p["device"])
-        min_area_px = p["min_area_um2"] / float(recording.um_per_px) ** 2
-        masks = probability_to_masks(prob, p["threshold"], min_area_px)
         process_s = time.perf_counter() - t1
+        out.mkdir(parents=True, exist_ok=True)
+        np.save(out / "probability.npy", prob.astype(np.float32))
+        info = {"init_s": init_s, "process_s": process_s, "n_frames": n_frames, "weights": path.name,
+                "weights_created": meta.get("created", ""),
+                "threshold": float(meta.get("threshold", _FALLBACK_THRESHOLD)),
+                "min_area_um2": float(meta.get("min_area_um2", _FALLBACK_MIN_AREA_UM2))}
+        (out / "stage.json").write_text(json.dumps(info))
+        return info
 
+    def finish(self, recording: Recording, params: dict[str, Any], stage: Path) -> Segmentation:
         from methods._compat import package_versions
+        from methods.unet2ds.core import probability_to_masks
 
-        versions = {"unet2ds_weights": path.name, "weights_created": meta.get("created", "")}
+        p = self.check_params(recording, params)
+        try:
+            info = json.loads((stage / "stage.json").read_text())
+            prob = np.load(stage / "probability.npy")
+        except (OSError, ValueError) as exc:
+            raise InputError(f"unreadable UNet2DS stage ({type(exc).__name__}: {exc})", path=stage) from exc
+        # None: the values tuned with the weights (on their training recordings).
+        for key in ("threshold", "min_area_um2"):
+            if p[key] is None:
+                p[key] = info[key]
+        t0 = time.perf_counter()
+        masks = probability_to_masks(prob, p["threshold"], p["min_area_um2"] / float(recording.um_per_px) ** 2)
+        post_s = time.perf_counter() - t0
+        versions = {"unet2ds_weights": info["weights"], "weights_created": info["weights_created"]}
         versions.update(package_versions("torch", "numpy", "scipy"))
         used = {k: v for k, v in p.items() if k != "weights"}
-        used["weights"] = str(path)
+        used["weights"] = str(p.get("weights") or self.weights)
         return Segmentation(
             masks=masks,
             params=used,
-            init_s=init_s,
-            process_s=process_s,
-            n_frames=n_frames,
+            init_s=info["init_s"],
+            process_s=info["process_s"] + post_s,
+            n_frames=info["n_frames"],
             probability_maps=prob[None].astype(np.float32),
             versions=versions,
         )
+
+    # ------------------------------------------------------------------ training
+    def check_train_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        from methods.unet2ds.train import TrainConfig
+
+        return check_settings(self.name, TrainConfig, settings)
+
+    def train(
+        self,
+        recordings: Sequence[Recording],
+        settings: Mapping[str, Any],
+        out: Path,
+        *,
+        device: str = "cpu",
+        progress: bool = True,
+    ) -> dict[str, Any]:
+        from methods.unet2ds.train import TrainConfig, save_checkpoint, train
+
+        cfg = TrainConfig(**self.check_train_settings(settings))
+        # deep-calcium trains on the CPU-sized batches here; one run is minutes, so no mid-run checkpoints.
+        model, meta = train(list(recordings), cfg, None, command="python -m bench run --train", progress=progress)
+        save_checkpoint(model, meta, out / "weights.pt")
+        return {
+            "weights": "weights.pt",
+            "iterations": cfg.iterations,
+            "train_s": meta["wall_s"],
+            "threshold": meta["threshold"],
+            "min_area_um2": meta["min_area_um2"],
+            "train_f1": meta["train_f1_mean"],
+            "hardware": meta["hardware"],
+        }

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-import bench.harness as harness
+import bench.jobs as jobs
 from bench.cli import main
 from bench.harness import RunConfig, run_benchmark
 from bench.report import make_report
@@ -64,14 +64,13 @@ def test_loo_rows_failures_and_columns(plugin_site, dataset, tmp_path):
     bad = [r for r in rows if r["method"] == "example-raises"]
     assert bad and all(r["status"] == "error" and "always fails" in r["error"] for r in bad)
     # The tuned choice is the grid point with the best mean F1 on the other recordings.
-    units = harness.UnitStore(tmp_path / "run" / "units")
-    assert any((tmp_path / "run" / "units" / "example-threshold").rglob("*.npz"))
-    assert units.root.is_dir()
+    assert any((tmp_path / "run" / "units" / "example-threshold").rglob("masks.npz"))
+    assert any((tmp_path / "run" / "units" / "example-threshold").rglob("unit.json"))
 
 
 def test_killed_run_resumes_without_recomputing(plugin_site, dataset, tmp_path, monkeypatch):
     calls = []
-    real = harness.run_in_worker
+    real = jobs.run_in_worker
 
     def counting(*a, **k):
         calls.append(a[0])
@@ -79,13 +78,13 @@ def test_killed_run_resumes_without_recomputing(plugin_site, dataset, tmp_path, 
             raise KeyboardInterrupt  # killed midway
         return real(*a, **k)
 
-    monkeypatch.setattr(harness, "run_in_worker", counting)
+    monkeypatch.setattr(jobs, "run_in_worker", counting)
     with pytest.raises(KeyboardInterrupt):
         _run(dataset, tmp_path / "run", methods=("example-threshold",))
     first = len(calls)
     assert first == 4
     calls.clear()
-    monkeypatch.setattr(harness, "run_in_worker", lambda *a, **k: (calls.append(a[0]), real(*a, **k))[1])
+    monkeypatch.setattr(jobs, "run_in_worker", lambda *a, **k: (calls.append(a[0]), real(*a, **k))[1])
     table = _run(dataset, tmp_path / "run", methods=("example-threshold",))
     n_units = 3 * 6  # recordings x grid points (k: 3 values x min_area: 2 values)
     assert len(calls) == n_units - 3  # the 3 finished before the kill are not run again

@@ -17,7 +17,7 @@ from bench.online import (
 from bench.report import make_report
 from bench.results import COLUMNS, write_table
 from datasets.masks import Masks
-from methods.snapshots import load_snapshots, save_snapshots
+from methods.base import Segmentation
 from tests.conftest import disk_masks
 
 SHAPE = (48, 48)
@@ -102,10 +102,10 @@ def test_report_draws_f1_against_time_when_online_csv_exists(tmp_path):
     assert online_section([], rows, "default") == []
 
 
-def test_snapshot_files_round_trip(tmp_path):
-    _, snaps = _snapshots()
+def test_snapshots_survive_the_segmentation_files(tmp_path):
+    gt, snaps = _snapshots()
     snaps.append((80.0, Masks.empty(SHAPE)))
-    back = load_snapshots(save_snapshots(snaps, tmp_path / "snapshots.npz"))
+    back = Segmentation.load(Segmentation(gt, snapshots=snaps).save(tmp_path / "seg")).snapshots
     assert [t for t, _ in back] == [t for t, _ in snaps]
     assert all(a == b for (_, a), (_, b) in zip(back, snaps))
-    assert not math.isnan(back[0][0])
+    assert not math.isnan(score_snapshots("m", "r", back, gt)[-1]["recall"])

@@ -8,7 +8,7 @@ import pytest
 
 from datasets.abo import LAYER175, LAYER275, ABOProvider, open_abo_movie, published_markings
 from datasets.errors import InputError
-from datasets.layouts import load_marking
+from datasets.markings import load_marking
 from datasets.maskio import write_mat
 from datasets.masks import Masks
 
@@ -62,6 +62,9 @@ def test_hdf5_layout_preparation_and_ground_truths(abo_root):
     assert rec.movie.shape == (12 // 5, 487, 487)
     assert (rec.fps, rec.um_per_px, rec.indicator, rec.split, rec.group) == (30.0, 0.78, "GCaMP6f", "train", "275um")
     np.testing.assert_array_equal(rec.movie.read(), movie[:2, 12:499, 12:499])
+    # The paper's registration border, about 10 um a side at 0.78 um/px, is the recording's crop.
+    assert rec.crop == (12, 13, 12, 13)
+    assert all(9 <= side * rec.um_per_px <= 11 for side in rec.crop)
     assert set(rec.graders) == {"final", "allen", "grader3", "grader4"}
     assert rec.ground_truth("final") == gt
     assert rec.ground_truth("allen") == gt
@@ -121,7 +124,7 @@ def test_nwb_two_photon_series_and_plane_segmentation(tmp_path):
 
     from pynwb.ophys import ImageSegmentation, OpticalChannel, TwoPhotonSeries
 
-    from datasets.layouts import read_nwb_masks
+    from datasets.nwb import read_nwb_masks
 
     rng = np.random.default_rng(3)
     movie = rng.integers(0, 1000, size=(10, 512, 512), dtype=np.uint16)

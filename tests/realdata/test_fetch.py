@@ -12,7 +12,7 @@ import pytest
 import datasets.fetch as fetch_mod
 from datasets.errors import InputError
 from datasets.fetch import MANIFEST, OfflineError, fetch
-from datasets.layouts import MARKINGS
+from datasets.markings import MARKINGS
 from datasets.neurofinder import NeurofinderProvider
 
 REL_TEST = "Neurofinder/test/Grader1/FinalMasks_100.mat"
@@ -179,3 +179,27 @@ def test_optional_file_missing_at_source_is_reported_not_fatal(tmp_path, http_se
     with pytest.raises(InputError, match="published file is"):
         fetch("abo", tmp_path, only=["markings", "539670003"], base_urls=urls, progress=False)
     assert not any(r[0] == "GET" for r in state.requests)
+
+
+def test_bench_fetch_command_with_base_url_overrides(tmp_path, http_server, published, monkeypatch, capsys):
+    from bench.cli import main
+
+    base, state = http_server
+    _serve(state, real={REL_TEST: published})
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path))
+    # One source by flag (KEY=URL), the other by environment variable.
+    monkeypatch.setenv("BENCH_URL_STNEURONET", f"{base}/gh")
+    argv = ["fetch", "neurofinder", "--only", "01.00.test", "--base-url", f"neurofinder={base}/nf", "--no-progress"]
+    assert main(argv) == 0
+    assert "2 file(s) downloaded" in capsys.readouterr().out
+    assert (tmp_path / "neurofinder" / "neurofinder.01.00.test.zip").is_file()
+    assert (tmp_path / "stneuronet" / "Markings" / REL_TEST).read_bytes() == published
+
+
+def test_bench_fetch_bad_base_url_is_one_line(tmp_path, monkeypatch, capsys):
+    from bench.cli import main
+
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path))
+    assert main(["fetch", "neurofinder", "--base-url", "neurofinder=not-a-url"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--base-url" in err and "not a URL" in err

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from datasets.errors import InputError
-from datasets.layouts import load_marking
+from datasets.markings import load_marking
 from datasets.maskio import write_mat
 from datasets.masks import Masks
 from datasets.neurofinder import NeurofinderProvider, load_recording, open_source
@@ -53,6 +53,7 @@ def test_folder_layout_shapes_rates_crops_and_ground_truths(nf_root):
     assert train.fps == 8.0 and train.um_per_px == pytest.approx(1.25)  # the key holds um per pixel
     assert train.split == "train" and test.split == "test" and train.group == test.group == "02.00"
     np.testing.assert_array_equal(train.movie.read(1, 3), movie[1:3, 4:36, 24:36])
+    assert train.crop == test.crop == (4, 4, 24, 24)  # BORDERS["02"], the crop the harness records
     np.testing.assert_array_equal(test.movie.read(), test_movie[:, 4:36, 24:36])
     assert ds.default_grader == "grader1"
     assert train.ground_truth("grader1") == gt  # v7.3 rule (0, 2, 1)

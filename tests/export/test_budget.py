@@ -1,0 +1,37 @@
+"""The rule that admits HNCcorr to '--methods all' when the run's time allows it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.budget import DEFAULT_BUDGET_S, admit, hnccorr_seconds
+from datasets.movies import ArrayMovie
+from datasets.records import Recording
+from methods.hnccorr import HNCcorr
+
+
+def recording(side: int, frames: int, um_per_px: float = 0.78) -> Recording:
+    # A zero movie of the right shape, without the memory (only shapes matter to the estimate).
+    movie = ArrayMovie(np.broadcast_to(np.zeros((1, side, side), np.uint16), (frames, side, side)))
+    return Recording(f"r{side}x{frames}", movie, 30.0, um_per_px)
+
+
+def test_estimate_grows_with_frame_area_and_length():
+    m = HNCcorr()
+    small, wide, long = recording(96, 600), recording(192, 600), recording(96, 1200)
+    s, w, t = (hnccorr_seconds(r, m.default_params(r)) for r in (small, wide, long))
+    assert w == pytest.approx(4 * s, rel=0.1)  # four times the seed blocks
+    assert s < t < 1.5 * s  # the graph cut, not the frames, dominates (measured: 18.3 s vs 24.6 s for 4x frames)
+
+
+def test_tiny_recordings_are_admitted_and_the_default_data_is_not():
+    m = HNCcorr()
+    tiny = admit(m, [recording(96, 600), recording(96, 600)], tune="none")
+    assert tiny.admitted and tiny.estimate_s < DEFAULT_BUDGET_S
+    # The default run: 3 synthetic test recordings of 256 x 256 x 2,400 frames, leave-one-out on a 4-point grid.
+    default = admit(m, [recording(256, 2400)] * 3, tune="loo")
+    assert not default.admitted and "over the 900 s budget" in default.reason
+    # Leave-one-out multiplies the units by the grid; a larger budget admits it.
+    assert default.estimate_s == pytest.approx(4 * admit(m, [recording(256, 2400)] * 3, tune="none").estimate_s)
+    assert admit(m, [recording(256, 2400)] * 3, tune="loo", budget_s=10 * default.estimate_s).admitted
