@@ -45,6 +45,8 @@ class STNeuroNetOnline(STNeuroNetMethod):
     description = "STNeuroNet streaming: masks updated after every 120-frame window (stnn.stream)"
     staged = False
     learns = False
+    #: Named in --methods only: in 'all' it would run the network of the default job a second time.
+    in_default_run = False
     train_schedules: dict = {}
     parameters = {
         "weights": Param(str, doc="shipped weights name or .pt path"),

@@ -50,4 +50,4 @@ def test_segment_returns_final_masks_and_snapshots(weights):
     assert seg.process_s > 0 and seg.n_frames == 60 and seg.params["stride"] == 4
     with pytest.raises(InputError, match="stride"):
         m.segment(rec, {"weights": str(weights), "stride": 0})
-    assert not m.learns and not m.staged
+    assert not m.learns and not m.staged and not m.in_default_run
