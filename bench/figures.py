@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["metric_panels", "f1_vs_speed", "save"]
+__all__ = ["metric_panels", "f1_vs_speed", "f1_vs_time", "save"]
 
 
 def _plt():
@@ -164,6 +164,31 @@ def overlay(correlation: np.ndarray, gt, methods: dict, path: Path, title: str =
         ax.set_axis_off()
     note = f"; hatched: registration border cut, T,B,L,R {','.join(map(str, cut))} px" if any(cut) else ""
     fig.suptitle(title + f"  (white: ground truth, orange: method{note})", fontsize=9)
+    fig.tight_layout()
+    out = save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def f1_vs_time(curves: dict, batch_f1: dict, grader: str, path: Path) -> Path:
+    """Mean F1 (± SD band) against seconds into the recording per online method; batch final F1 as dashed lines.
+
+    ``curves`` is :func:`bench.online.f1_over_time`, ``batch_f1`` :func:`bench.online.batch_final_f1`.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for m, c in sorted(curves.items()):
+        t, f, sd = (np.asarray(v, float) for v in list(zip(*c))[:3])
+        (line,) = ax.plot(t, f, "o-", ms=3, label=m)
+        ax.fill_between(t, f - sd, f + sd, color=line.get_color(), alpha=0.15, lw=0)
+    for i, (m, f) in enumerate(sorted(batch_f1.items())):
+        ax.axhline(f, ls="--", lw=1, color=plt.cm.Greys(0.4 + 0.5 * i / max(len(batch_f1), 1)), label=f"{m} (batch)")
+    ax.set_xlabel("time into the recording (s)")
+    ax.set_ylabel(f"F1 (GT: {grader})")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlim(left=0)
+    if curves or batch_f1:
+        ax.legend(frameon=False, fontsize=8, loc="lower right")
     fig.tight_layout()
     out = save(fig, path)
     plt.close(fig)

@@ -1,4 +1,4 @@
-"""Command line of STNeuroNet: ``python -m stnn {train, segment, tune, perf}``.
+"""Command line of STNeuroNet: ``python -m stnn {train, segment, tune, perf, stream}``.
 
 Errors a person can fix (:class:`datasets.errors.InputError`) print one line
 on stderr and exit with status 2; ``--debug`` shows the traceback instead.
@@ -177,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--windows-per-batch", type=int, default=1, help="windows per forward pass (default 1)")
     p.add_argument("--no-amp", action="store_true", help="no fp16 autocast on CUDA")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    from .stream_cli import add_parser as add_stream_parser
+
+    add_stream_parser(sub, common, _positive)
     return parser
 
 
@@ -337,7 +341,13 @@ def _cmd_perf(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"train": _cmd_train, "segment": _cmd_segment, "tune": _cmd_tune, "perf": _cmd_perf}
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from .stream_cli import cmd_stream
+
+    return cmd_stream(args)
+
+
+_COMMANDS = {"train": _cmd_train, "segment": _cmd_segment, "tune": _cmd_tune, "perf": _cmd_perf, "stream": _cmd_stream}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
