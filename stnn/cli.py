@@ -67,6 +67,16 @@ def _pair(text: str) -> tuple[int, int]:
     return values  # type: ignore[return-value]
 
 
+def _add_precision(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="network precision: auto = bf16 where the CPU/GPU runs it natively, else fp32; "
+        "bf16 without native support warns and uses fp32 (default auto)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and documentation)."""
     common = argparse.ArgumentParser(add_help=False)
@@ -119,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--no-amp", action="store_true", help="float32 only (as --precision fp32)")
+    _add_precision(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser(
@@ -147,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--save-maps", default=None, help="also save the probability maps (.npy)")
+    _add_precision(p)
     p.add_argument("--json", action="store_true", help="print timings as JSON")
 
     p = sub.add_parser(
@@ -167,15 +179,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "perf",
         parents=[common],
-        help="measure inference speed and memory",
+        help="measure inference or training speed",
         description="Binned frames per second of the network alone and of the whole pipeline (pre-processing, "
-        "network, post-processing) on a random movie, excluding file reading, and peak memory.",
+        "network, post-processing) on a random movie, excluding file reading, and peak memory; with --train, "
+        "seconds per training iteration in fp32 and in --precision.",
     )
     p.add_argument("--size", type=int, default=488, help="frame side in px (default 488)")
-    p.add_argument("--frames", type=int, default=1200, help="binned frames (default 1200)")
+    p.add_argument(
+        "--frames", type=int, default=None, help="binned frames (default 1200; with --train: per crop, default 120)"
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--windows-per-batch", type=int, default=1, help="windows per forward pass (default 1)")
-    p.add_argument("--no-amp", action="store_true", help="no fp16 autocast on CUDA")
+    p.add_argument("--no-amp", action="store_true", help="float32 only (as --precision fp32)")
+    _add_precision(p)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--train", action="store_true", help="time training iterations instead of inference")
+    p.add_argument("--crop", type=_pair, default=(64, 64), help="with --train: crop ROWS,COLS (default 64)")
+    p.add_argument("--batch", type=int, default=3, help="with --train: crops per iteration (default 3)")
+    p.add_argument("--iterations", type=int, default=3, help="with --train: timed iterations per round (default 3)")
+    p.add_argument("--rounds", type=int, default=2, help="with --train: alternating rounds, fastest kept (default 2)")
+    p.add_argument("--channels-last", action="store_true", help="with --train: channels-last 3-D convolution weights")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     from .stream_cli import add_parser as add_stream_parser
@@ -211,6 +234,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         grader=args.grader,
         target_fps=args.target_fps,
         amp=False if args.no_amp else None,
+        precision=args.precision,
     )
     m = result.metadata
     f1 = "n/a" if m.validation_f1 is None else f"{m.validation_f1:.3f}"
@@ -256,6 +280,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         windows_per_batch=args.windows_per_batch,
         batch_frames=args.batch_frames,
+        precision=args.precision,
     )
     if Path(args.out).suffix.lower() == ".nwb":
         path = _save_nwb(args, movie, res.masks)
@@ -326,16 +351,40 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_perf(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.train:
+        from .train_perf import perf_train
+
+        precisions = ("fp32",) if args.no_amp or args.precision == "fp32" else ("fp32", args.precision)
+        res = perf_train(
+            tuple(args.crop),
+            args.frames or 120,
+            args.batch,
+            args.device,
+            precisions=precisions,
+            iterations=args.iterations,
+            rounds=args.rounds,
+            channels_last=args.channels_last,
+        )
+        print(json.dumps(res.as_dict(), indent=2) if args.json else res.summary())
+        return 0
     from .perf import perf
 
-    if args.size < 8 or args.frames < 1:
-        raise InputError(f"--size must be >= 8 and --frames >= 1, got {args.size}, {args.frames}")
+    frames = 1200 if args.frames is None else args.frames
+    if args.size < 8 or frames < 1:
+        raise InputError(f"--size must be >= 8 and --frames >= 1, got {args.size}, {frames}")
     res = perf(
         args.size,
-        args.frames,
+        frames,
         args.device,
         windows_per_batch=args.windows_per_batch,
         amp=False if args.no_amp else None,
+        precision=args.precision,
     )
     print(json.dumps(res.as_dict(), indent=2) if args.json else res.summary())
     return 0

@@ -46,7 +46,6 @@ import math
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -59,8 +58,10 @@ from datasets.masks import Masks
 from datasets.movies import Movie
 from datasets.records import Recording
 
+from .fuse import inference_copy
 from .model import STNeuroNet
 from .postprocess import PostprocessConfig, postprocess
+from .precision import PRECISIONS, precision_name, resolve_precision
 from .preprocess import PreprocessConfig, RunningMoments, crop_slices, preprocess
 
 __all__ = [
@@ -76,7 +77,6 @@ __all__ = [
     "prepare_movie",
     "probability_maps",
     "segment",
-    "autocast_context",
     "MIN_FRAME_PX",
 ]
 
@@ -108,6 +108,12 @@ class Timings:
         Network windows run.
     n_maps : int
         Probability maps returned.
+    precision : str
+        Precision the network ran in (``'fp32'``, ``'bf16'`` or ``'fp16'``).
+    preprocess_cpu_s, network_cpu_s : float
+        CPU seconds of the process (all threads) during those stages: on a
+        machine shared with other work they show the cost that wall-clock
+        times hide.
     """
 
     init_s: float = 0.0
@@ -117,6 +123,9 @@ class Timings:
     n_frames: int = 0
     n_windows: int = 0
     n_maps: int = 0
+    precision: str = "fp32"
+    preprocess_cpu_s: float = 0.0
+    network_cpu_s: float = 0.0
 
     @property
     def process_s(self) -> float:
@@ -133,7 +142,7 @@ class Timings:
         """Binned frames per second of the network alone."""
         return self.n_frames / self.network_s if self.network_s > 0 else float("nan")
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | str]:
         """Fields plus the derived rates."""
         d = asdict(self)
         d.update(process_s=self.process_s, fps=self.fps, network_fps=self.network_fps)
@@ -363,17 +372,6 @@ def _resolve_device(device: torch.device | str | None) -> torch.device:
     return dev
 
 
-def autocast_context(device: torch.device, amp: bool | None, dtype: torch.dtype | None = None):
-    """``torch.autocast`` on CUDA when ``amp`` (default: on for CUDA), else a null context.
-
-    AMP is never used on CPU: bf16 convolutions there are slower and less accurate.
-    """
-    use = (device.type == "cuda") if amp is None else (bool(amp) and device.type == "cuda")
-    if not use:
-        return nullcontext()
-    return torch.autocast(device_type="cuda", dtype=dtype or torch.float16)
-
-
 @dataclass
 class PreparedMovie:
     """A pre-processed movie on disk and its whitening statistics."""
@@ -457,6 +455,7 @@ def probability_maps(
     overlap: str | None = None,
     amp: bool | None = None,
     timings: Timings | None = None,
+    precision: str = "auto",
 ) -> np.ndarray:
     """Neuron probability maps ``(ceil(T / batch_frames), H, W)`` of a prepared movie.
 
@@ -465,7 +464,8 @@ def probability_maps(
     prep : PreparedMovie
         From :func:`prepare_movie`.
     model : STNeuroNet
-        Put in eval mode for the call (its mode is restored afterwards).
+        Left untouched: the network runs as an eval-mode copy with batch norm
+        folded into the convolutions (:func:`stnn.fuse.inference_copy`).
     device : torch.device or str, optional
         Default: CUDA if available.
     batch_frames : int
@@ -475,9 +475,15 @@ def probability_maps(
     overlap : {None, 'mean', 'median'}
         See the module docstring.
     amp : bool, optional
-        Autocast (fp16) on CUDA; default on for CUDA, never on CPU.
+        ``False`` forces float32 (as ``precision='fp32'``); otherwise
+        ``precision`` decides.
     timings : Timings, optional
-        Filled with ``init_s``, ``network_s``, ``n_windows``, ``n_maps``.
+        Filled with ``init_s``, ``network_s``, ``n_windows``, ``n_maps``,
+        ``precision``.
+    precision : {'auto', 'fp32', 'bf16'}
+        Precision of the 3-D convolutions (:mod:`stnn.precision`): ``'auto'``
+        is bfloat16 where the CPU or GPU runs it natively, else float32
+        (float16 on a CUDA GPU without bfloat16).
 
     Returns
     -------
@@ -504,9 +510,9 @@ def probability_maps(
     k = max(int(windows_per_batch), 1)
     batches = [starts[i : i + k] for i in range(0, len(starts), k)]
 
-    was_training = model.training
+    dtype = torch.float32 if amp is False else resolve_precision(precision, dev)
     t0 = time.perf_counter()
-    model.to(dev).eval()
+    net = inference_copy(model, dtype, dev)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     maps = np.empty((len(starts), *prep.frames.shape[1:]), np.float32)
@@ -515,15 +521,15 @@ def probability_maps(
         pending = pool.submit(_load_windows, prep, batches[0], batch_frames)
         first = pending.result()
         timings.init_s += time.perf_counter() - t0
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         done = 0
         nxt = first
         for b, batch in enumerate(batches):
             x = nxt
             # Read the next batch while the network runs on this one.
             pending = pool.submit(_load_windows, prep, batches[b + 1], batch_frames) if b + 1 < len(batches) else None
-            with torch.inference_mode(), autocast_context(dev, amp):
-                logits = model(x.to(dev, non_blocking=True))
+            with torch.inference_mode():
+                logits = net(x.to(dev, non_blocking=True))
             prob = torch.softmax(logits.float(), dim=1)[:, 1]
             maps[done : done + len(batch)] = prob.cpu().numpy()
             done += len(batch)
@@ -531,10 +537,11 @@ def probability_maps(
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         timings.network_s += time.perf_counter() - t1
+        timings.network_cpu_s += time.process_time() - c1
     finally:
         pool.shutdown(wait=True)
-        model.train(was_training)
     timings.n_windows += len(starts)
+    timings.precision = precision_name(dtype)
     timings.n_frames = n
 
     if overlap is None:
@@ -579,6 +586,7 @@ def probability_stage(
     chunk: int = 32,
     workdir: str | Path | None = None,
     metadata: Any = None,
+    precision: str = "auto",
 ) -> ProbabilityStage:
     """The expensive half of :func:`segment`: pre-processing and the network.
 
@@ -599,6 +607,8 @@ def probability_stage(
     if fps is None or um_per_px is None:
         raise InputError("segmenting a bare movie needs its frame rate and pixel size", hint="pass fps= and um_per_px=")
     dev = _resolve_device(device)
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     net, meta = _resolve_model(model, dev, metadata)
     if preprocess_config is None:
         # Weights trained at another binned rate (e.g. 3 Hz for Neurofinder) are run at that rate.
@@ -623,9 +633,10 @@ def probability_stage(
 
     timings = Timings()
     with tempfile.TemporaryDirectory(prefix="stnn-", dir=workdir) as tmp:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         prep = prepare_movie(movie, pre_cfg, tmp, device=dev, chunk=chunk)
         timings.preprocess_s = time.perf_counter() - t0
+        timings.preprocess_cpu_s = time.process_time() - c0
         maps = probability_maps(
             prep,
             net,
@@ -635,6 +646,7 @@ def probability_stage(
             overlap=overlap,
             amp=amp,
             timings=timings,
+            precision=precision,
         )
     return ProbabilityStage(maps, prep.rows, prep.cols, prep.input_shape, post_cfg, timings)
 
@@ -657,6 +669,7 @@ def segment(
     chunk: int = 32,
     workdir: str | Path | None = None,
     metadata: Any = None,
+    precision: str = "auto",
 ) -> InferenceResult:
     """Segment the active neurons of a movie with STNeuroNet.
 
@@ -687,7 +700,7 @@ def segment(
     windows_per_batch : int
         Windows per forward pass (more: faster on a GPU, more memory).
     amp : bool, optional
-        fp16 autocast, CUDA only (default on for CUDA).
+        ``False`` forces float32; otherwise ``precision`` decides.
     preprocess_config : PreprocessConfig, optional
         Default: :func:`default_preprocess_config` (the weights' binned rate,
         else 6 Hz; no border crop).
@@ -704,6 +717,9 @@ def segment(
         ``stnn.pretrained(..., return_metadata=True)``): its tuned threshold,
         minimum area, window length and binned rate then apply as they do
         for a weights name. Without it a loaded network gets the defaults.
+    precision : {'auto', 'fp32', 'bf16'}
+        Network precision (see :func:`probability_maps`); the one used is
+        ``timings.precision``.
 
     Returns
     -------
@@ -735,6 +751,7 @@ def segment(
         chunk=chunk,
         workdir=workdir,
         metadata=metadata,
+        precision=precision,
     )
     masks = stage.masks()
     timings = stage.timings

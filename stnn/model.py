@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tf_compat import avg_pool_same, conv_same, resize_linear_legacy
+from .tf_compat import avg_pool_same, conv_same, legacy_resize_indices, resize_linear_legacy
 
 __all__ = [
     "STNeuroNet",
@@ -152,10 +152,17 @@ class ConvBNAct(nn.Module):
         self.tf_compat = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        x = conv_same(x, self.conv.weight, None, self.stride, self.tf_compat)
+        # conv.bias is None except in a copy made by fuse_batchnorm (BN folded in, bn = Identity).
+        x = conv_same(x, self.conv.weight, self.conv.bias, self.stride, self.tf_compat)
+        dtype = x.dtype
         x = self.bn(x)
         if self.relu:
-            x = F.relu(x)
+            # In place outside autograd: saves one full-size temporary per layer.
+            x = F.relu(x, inplace=not torch.is_grad_enabled())
+        # Autocast runs batch norm in float32; return the convolution's dtype, so that a dense
+        # stack concatenates bfloat16 features (a cast of this layer's few channels now instead
+        # of the whole concatenation before every later convolution).
+        x = x.to(dtype)
         if self.dropout is not None:
             x = self.dropout(x)
         return x
@@ -181,20 +188,31 @@ class DenseFeatureStack(nn.Module):
         """Channels of the stack's output."""
         return self.c_in + self.growth * len(self.layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """Stack on ``x``, or on the channel concatenation of the tensors in ``x`` (never built apart)."""
+        parts = [x] if isinstance(x, torch.Tensor) else list(x)
         if torch.is_grad_enabled():
-            feats = [x]
+            feats = parts
             for layer in self.layers:
                 feats.append(layer(torch.cat(feats, dim=1)))
             return torch.cat(feats, dim=1)
         # Inference: write every output into one preallocated buffer, which
         # avoids the quadratic memory of repeated concatenation (large frames).
+        # One window at a time: the first channels of one window's buffer are a
+        # contiguous block, which the convolution reads without a copy (with
+        # several windows the channel slice would be strided and copied per layer).
+        x = parts[0]
         buf = x.new_empty((x.shape[0], self.c_out, *x.shape[2:]))
-        buf[:, : self.c_in] = x
-        c = self.c_in
-        for layer in self.layers:
-            buf[:, c : c + self.growth] = layer(buf[:, :c])
-            c += self.growth
+        c = 0
+        for part in parts:
+            buf[:, c : c + part.shape[1]] = part
+            c += part.shape[1]
+        for n in range(x.shape[0]):
+            one = buf[n : n + 1]
+            c = self.c_in
+            for layer in self.layers:
+                one[:, c : c + self.growth] = layer(one[:, :c])
+                c += self.growth
         return buf
 
 
@@ -234,6 +252,24 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = 8, mode: str = "minimum", d
         reps[dim] = extra
         x = torch.cat([x, fill.repeat(reps)], dim=dim)
     return x
+
+
+def _linear_indices(
+    in_size: int, out_size: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source indices and upper weight of ``F.interpolate(linear, align_corners=False)`` along one axis.
+
+    PyTorch's rule: ``src = max((dst + 0.5) * in / out - 0.5, 0)``, lower
+    neighbour ``floor(src)``, upper one clamped to the last index.
+    """
+    src = ((torch.arange(out_size, dtype=torch.float64, device=device) + 0.5) * (in_size / out_size) - 0.5).clamp_(
+        min=0.0
+    )
+    lo = torch.floor(src).clamp_(max=in_size - 1)
+    frac = (src - lo).to(dtype)
+    lo = lo.to(torch.int64)
+    hi = torch.clamp(lo + 1, max=in_size - 1)
+    return lo, hi, frac
 
 
 class STNeuroNet(nn.Module):
@@ -340,19 +376,27 @@ class STNeuroNet(nn.Module):
             return x
         if self._tf_compat:
             return resize_linear_legacy(x, size)
-        return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+        mode = {3: "linear", 4: "bilinear", 5: "trilinear"}[x.dim()]
+        return F.interpolate(x, size=size, mode=mode, align_corners=False)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """3-D part of the network (A..H): ``(N, 1, T, H, W)`` -> ``(N, 10, T, H, W)``.
+    def _half_resolution(self, x: torch.Tensor) -> torch.Tensor:
+        """A..G: ``(N, 1, T, H, W)`` -> fused features ``(N, 10, T/2, H/2, W/2)`` in float32.
 
-        All three sizes must be multiples of 8 (use :meth:`forward` for others).
+        The 3-D part runs in the dtype of the weights (bfloat16 in a copy made
+        by :func:`stnn.fuse.inference_copy`); its output is returned as float32.
         """
         if any(s % 8 for s in x.shape[2:]):
             raise ValueError(f"features() needs T, H, W divisible by 8, got {tuple(x.shape[2:])}")
         tf = self._tf_compat
-        a = self.pool_bn(avg_pool_same(x, 3, 2, tf_compat=tf))
-        b = self.conv_in(x)
-        h = torch.cat([a, b], dim=1)
+        dtype = self.conv_in.conv.weight.dtype
+        if torch.is_autocast_enabled(x.device.type):
+            # Mixed-precision training: start the trunk in the autocast dtype, so that the dense
+            # stacks concatenate bfloat16 features instead of casting every layer's input again.
+            dtype = torch.get_autocast_dtype(x.device.type)
+        # The one-channel average-pool branch stays in the input's dtype (no bf16 avg_pool3d on CPU).
+        a = self.pool_bn(avg_pool_same(x, 3, 2, tf_compat=tf)).to(dtype)
+        b = self.conv_in(x.to(dtype))
+        h = (a, b)  # concatenated by the first stack
         skips = []
         for level, stack in enumerate(self.stacks):
             s = stack(h)
@@ -361,8 +405,42 @@ class STNeuroNet(nn.Module):
                 h = self.downs[level](s)
         size1 = tuple(a.shape[2:])
         fused = torch.cat([a, skips[0]] + [self._resize(s, size1) for s in skips[1:]], dim=1)
-        g = conv_same(fused, self.fuse.weight, self.fuse.bias, 1, tf)
-        return self._resize(g, tuple(x.shape[2:]))
+        return conv_same(fused, self.fuse.weight, self.fuse.bias, 1, tf).float()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """3-D part of the network (A..H): ``(N, 1, T, H, W)`` -> ``(N, 10, T, H, W)``.
+
+        All three sizes must be multiples of 8 (use :meth:`forward` for others).
+        """
+        return self._resize(self._half_resolution(x), tuple(x.shape[2:]))
+
+    def _upsampled_time_max(self, g: torch.Tensor, size: tuple[int, int, int], t0: int) -> torch.Tensor:
+        """``features(x)[:, :, :t0].amax(2)`` from the half-resolution ``g``, a few frames at a time.
+
+        The (tri)linear resize is separable, so each output frame is a linear
+        blend of two input frames followed by a 2-D resize; computing a few
+        output frames at a time and keeping a running maximum never holds the
+        full-resolution ``(N, 10, T, H, W)`` volume (1.1 GB for a 120-frame
+        488x488 window) and skips the padded frames past ``t0``.
+        """
+        n, c, t_in = g.shape[:3]
+        t_out, h_out, w_out = size
+        if self._tf_compat:
+            lo, hi, frac = legacy_resize_indices(t_in, t_out, device=g.device, dtype=g.dtype)
+        else:
+            lo, hi, frac = _linear_indices(t_in, t_out, g.device, g.dtype)
+        frames = g.transpose(1, 2).contiguous()  # (N, T/2, C, h, w): frame blocks are contiguous
+        step = max(1, (1 << 24) // max(n * c * h_out * w_out, 1))
+        out = None
+        for j0 in range(0, t0, step):
+            j1 = min(j0 + step, t0)
+            f = frac[j0:j1].view(1, -1, 1, 1, 1)
+            blend = torch.lerp(frames.index_select(1, lo[j0:j1]), frames.index_select(1, hi[j0:j1]), f)
+            k = j1 - j0
+            up = self._resize(blend.reshape(n * k, c, *blend.shape[3:]), (h_out, w_out))
+            m = up.view(n, k, c, h_out, w_out).amax(dim=1)
+            out = m if out is None else torch.maximum(out, m, out=out)
+        return out
 
     def forward(self, x: torch.Tensor, logit_slope: float = 0.0) -> torch.Tensor:
         """Logits of the neuron / background classes.
@@ -379,17 +457,20 @@ class STNeuroNet(nn.Module):
         Returns
         -------
         torch.Tensor
-            ``(N, 2, H, W)`` logits after ReLU (channel 1 = neuron).
+            ``(N, 2, H, W)`` logits after ReLU (channel 1 = neuron), float32.
         """
         if x.dim() != 5 or x.shape[1] != 1:
             raise ValueError(f"STNeuroNet expects (N, 1, T, H, W), got shape {tuple(x.shape)}")
         t0, h0, w0 = x.shape[2:]
         xp = pad_to_multiple(x, 8, self.pad_mode)
-        feats = self.features(xp)
-        # Padded frames must not win the temporal max: drop them first.
-        feats = feats[:, :, :t0]
-        m = feats.amax(dim=2)
-        m = F.relu(self.conv2d_1(m))
+        if torch.is_grad_enabled():
+            # Training: the plain form (autograd keeps the volume for the max's backward anyway).
+            feats = self.features(xp)
+            # Padded frames must not win the temporal max: drop them first.
+            m = feats[:, :, :t0].amax(dim=2)
+        else:
+            m = self._upsampled_time_max(self._half_resolution(xp), tuple(xp.shape[2:]), t0)
+        m = F.relu(self.conv2d_1(m.to(self.conv2d_1.weight.dtype)))
         z = self.conv2d_2(m)
         logits = F.leaky_relu(z, logit_slope) if logit_slope else F.relu(z)
         return logits[:, :, :h0, :w0]

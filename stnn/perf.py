@@ -24,8 +24,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from .fuse import inference_copy
 from .infer import _resolve_device, segment
 from .model import STNeuroNet
+from .precision import resolve_precision
 from .weights import hardware_description
 
 __all__ = ["PerfResult", "perf"]
@@ -42,7 +44,7 @@ class PerfResult:
     device: str
     hardware: str
     windows_per_batch: int
-    amp: bool
+    precision: str
     network_fps: float
     pipeline_fps: float
     init_s: float
@@ -50,6 +52,9 @@ class PerfResult:
     network_s: float
     postprocess_s: float
     n_windows: int
+    threads: int
+    preprocess_cpu_s: float
+    network_cpu_s: float
     peak_memory_mib: float
     memory_kind: str
     movie_mib: float
@@ -63,9 +68,11 @@ class PerfResult:
         return (
             f"STNeuroNet {self.size}x{self.size}, {self.frames} binned frames on {self.hardware}\n"
             f"  network alone : {self.network_fps:8.2f} frames/s ({self.network_s:.1f} s, {self.n_windows} windows, "
-            f"{self.windows_per_batch} per batch, amp={self.amp})\n"
+            f"{self.windows_per_batch} per batch, {self.precision})\n"
             f"  whole pipeline: {self.pipeline_fps:8.2f} frames/s (pre-processing {self.preprocess_s:.1f} s, "
             f"post-processing {self.postprocess_s:.2f} s; init {self.init_s:.2f} s excluded)\n"
+            f"  CPU time      : network {self.network_cpu_s:.1f} s, pre-processing {self.preprocess_cpu_s:.1f} s "
+            f"({self.threads} threads; wall-clock rates suffer when other processes share the cores)\n"
             f"  peak memory   : {self.peak_memory_mib:.0f} MiB ({self.memory_kind}; the movie itself is "
             f"{self.movie_mib:.0f} MiB)"
         )
@@ -87,6 +94,7 @@ def perf(
     fps: float = 6.0,
     seed: int = 0,
     warmup: bool = True,
+    precision: str = "auto",
 ) -> PerfResult:
     """Time :func:`stnn.infer.segment` on a random ``(frames, size, size)`` uint16 movie.
 
@@ -101,13 +109,16 @@ def perf(
     windows_per_batch : int
         Windows per forward pass.
     amp : bool, optional
-        fp16 autocast on CUDA (default on for CUDA).
+        ``False`` forces float32 (as ``precision='fp32'``).
     fps : float
         Frame rate of the generated movie (6 Hz: no binning).
     seed : int
         Movie and network seed.
     warmup : bool
-        Run one untimed window first (cuDNN autotuning, lazy allocations).
+        Run one untimed window first (cuDNN autotuning, oneDNN kernel
+        creation, lazy allocations).
+    precision : {'auto', 'fp32', 'bf16'}
+        Network precision (:mod:`stnn.precision`); the one used is reported.
 
     Returns
     -------
@@ -118,16 +129,14 @@ def perf(
     movie = rng.integers(50, 150, size=(frames, size, size), dtype=np.uint16)
     torch.manual_seed(seed)
     model = STNeuroNet().to(dev).eval()
+    dtype = torch.float32 if amp is False else resolve_precision(precision, dev)
     if warmup:
+        net = inference_copy(model, dtype, dev)
         with torch.inference_mode():
-            x = torch.randn(windows_per_batch, 1, min(120, frames), size, size, device=dev)
-            from .infer import autocast_context
-
-            with autocast_context(dev, amp):
-                model(x)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-        del x
+            net(torch.randn(windows_per_batch, 1, min(120, frames), size, size, device=dev))
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        del net
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     res = segment(
@@ -139,6 +148,7 @@ def perf(
         windows_per_batch=windows_per_batch,
         amp=amp,
         threshold=0.5,
+        precision=precision,
     )
     tm = res.timings
     if dev.type == "cuda":
@@ -151,7 +161,7 @@ def perf(
         device=str(dev),
         hardware=hardware_description(dev),
         windows_per_batch=windows_per_batch,
-        amp=bool(dev.type == "cuda" and (amp is None or amp)),
+        precision=tm.precision,
         network_fps=tm.network_fps,
         pipeline_fps=tm.fps,
         init_s=tm.init_s,
@@ -159,6 +169,9 @@ def perf(
         network_s=tm.network_s,
         postprocess_s=tm.postprocess_s,
         n_windows=tm.n_windows,
+        threads=torch.get_num_threads(),
+        preprocess_cpu_s=tm.preprocess_cpu_s,
+        network_cpu_s=tm.network_cpu_s,
         peak_memory_mib=peak,
         memory_kind=kind,
         movie_mib=movie.nbytes / 2**20,

@@ -41,6 +41,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -52,10 +53,12 @@ from datasets.errors import InputError
 from datasets.masks import Masks
 from datasets.records import Dataset, Recording
 
-from .infer import MovieView, PreparedMovie, Timings, autocast_context, default_preprocess_config, probability_maps
+from .fuse import channels_last_weights
+from .infer import MovieView, PreparedMovie, Timings, default_preprocess_config, probability_maps
 from .labels import label_volume, temporal_labels
 from .model import STNeuroNet
 from .postprocess import PostprocessConfig, postprocess
+from .precision import PRECISIONS, autocast, precision_name, resolve_precision
 from .preprocess import RunningMoments, preprocess
 from .tune import f1_score, tune
 from .weights import WeightsMetadata, hardware_description, save_weights
@@ -94,8 +97,16 @@ class TrainConfig:
     flips : bool
         Random flips of both axes.
     amp : bool, optional
-        Mixed precision on CUDA (bf16 where supported, else fp16 with loss
-        scaling); never on CPU. Default: on for CUDA.
+        ``False`` forces float32 (as ``precision='fp32'``); otherwise
+        ``precision`` decides.
+    precision : {'auto', 'fp32', 'bf16'}
+        Mixed precision of the forward pass (:mod:`stnn.precision`):
+        ``'auto'`` autocasts to bfloat16 where the CPU or GPU runs it natively
+        (float16 with loss scaling on a CUDA GPU without bfloat16), else
+        float32. Weights, optimiser state and the loss stay float32.
+    channels_last : bool
+        Keep the 3-D convolution weights (hence activations) channels-last
+        (``torch.channels_last_3d``).
     grader : str, optional
         Ground truth used (default: the data set's default grader).
     tf_compat, dropout : see :class:`~stnn.model.STNeuroNet`.
@@ -145,6 +156,8 @@ class TrainConfig:
     tune_at_end: bool = True
     postprocess: PostprocessConfig | None = None
     logit_leak: float = 0.01
+    precision: str = "auto"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if len(self.crop) != 2 or min(self.crop) < 8:
@@ -161,6 +174,8 @@ class TrainConfig:
             raise InputError("checkpoint_every must be >= 1 and validate_every >= 0")
         if not self.rotations or any(r not in (0, 1, 2, 3) for r in self.rotations):
             raise InputError(f"rotations must be quarter turns within 0..3, got {self.rotations}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass
@@ -399,6 +414,67 @@ class _Sampler:
         return x, y
 
 
+class _Prefetcher:
+    """Draws the next batch in a background thread while the network trains on the current one.
+
+    Reading crops from the memory maps, augmenting and whitening them then
+    costs no time on the training path. Each batch comes with the sampler's
+    random state right after it was drawn, which is what a checkpoint must
+    store for a resumed run to draw the same batches (the sampler itself is
+    already one batch ahead).
+    """
+
+    def __init__(self, sampler: _Sampler) -> None:
+        self.sampler = sampler
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stnn-batches")
+        self._pending: Future | None = None
+
+    def _draw(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        x, y = self.sampler.batch()
+        return x, y, self.sampler.rng.bit_generator.state
+
+    def next(self, prefetch: bool = True) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """The next batch ``(x, y, sampler state after it)``; starts drawing the one after when ``prefetch``."""
+        pending = self._pending or self._pool.submit(self._draw)
+        batch = pending.result()
+        self._pending = self._pool.submit(self._draw) if prefetch else None
+        return batch
+
+    def close(self) -> None:
+        """Wait for a batch still being drawn and stop the thread."""
+        self._pool.shutdown(wait=True)
+
+
+def _model_for_training(config: TrainConfig, device: torch.device) -> STNeuroNet:
+    model = STNeuroNet(tf_compat=config.tf_compat, dropout=config.dropout).to(device)
+    return channels_last_weights(model) if config.channels_last else model
+
+
+def _train_step(
+    model: STNeuroNet,
+    opt: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    dtype: torch.dtype,
+    logit_leak: float,
+) -> float:
+    """One optimisation step on a batch already on the model's device; returns the loss."""
+    model.train()
+    with autocast(x.device, dtype):
+        logits = model(x, logit_slope=logit_leak)
+    loss = dice_loss(logits, y)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    return float(loss.detach())
+
+
+def _training_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
+    return torch.float32 if config.amp is False else resolve_precision(config.precision, device)
+
+
 # -- checkpoints ---------------------------------------------------------------------
 
 
@@ -412,8 +488,8 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
-    state = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
+def _rng_state(rng: np.random.Generator, numpy_state: dict[str, Any] | None = None) -> dict[str, Any]:
+    state = {"numpy": numpy_state or rng.bit_generator.state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -443,12 +519,19 @@ def evaluate(
     device: torch.device,
     frames: int = 120,
     amp: bool | None = None,
+    precision: str = "auto",
 ) -> tuple[float, dict[str, np.ndarray]]:
     """Mean F1 of ``model`` on prepared recordings, and their probability maps."""
     maps, f1s = {}, []
     for rec in recs:
         m = probability_maps(
-            rec.prepared_movie(), model, device=device, batch_frames=frames, amp=amp, timings=Timings()
+            rec.prepared_movie(),
+            model,
+            device=device,
+            batch_frames=frames,
+            amp=amp,
+            timings=Timings(),
+            precision=precision,
         )
         maps[rec.name] = m
         f1s.append(f1_score(rec.gt, postprocess(m, post))[2])
@@ -555,16 +638,16 @@ def train(
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = STNeuroNet(tf_compat=cfg.tf_compat, dropout=cfg.dropout).to(dev)
+    model = _model_for_training(cfg, dev)
     if init is not None:
         from .weights import load_weights, resolve
 
         state, _ = load_weights(resolve(init))
         model.load_state_dict(state)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
-    use_amp = dev.type == "cuda" and (cfg.amp is None or cfg.amp)
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    dtype = _training_dtype(cfg, dev)
+    # Loss scaling only for float16 (bfloat16 has float32's exponent range).
+    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
     history: dict[str, list] = {"loss": [], "val_iteration": [], "val_f1": []}
     start_it, train_s = 0, 0.0
 
@@ -585,28 +668,22 @@ def train(
             logger.info("resumed from %s (iteration %d)", ckpt_path.name, start_it)
 
     sampler = _Sampler(prepared, cfg, rng)
+    batches = _Prefetcher(sampler)
+    logger.info("training in %s on %s", precision_name(dtype), dev)
     bar = tqdm(total=cfg.iterations, initial=start_it, disable=not progress, desc="train", dynamic_ncols=True)
     last_val = history["val_f1"][-1] if history["val_f1"] else None
     t_loop = time.perf_counter()
     try:
         for it in range(start_it, cfg.iterations):
-            model.train()
-            x, y = sampler.batch()
+            x, y, sampler_state = batches.next(prefetch=it + 1 < cfg.iterations)
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            with autocast_context(dev, use_amp, amp_dtype):
-                logits = model(x, logit_slope=cfg.logit_leak)
-            loss = dice_loss(logits, y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            loss_v = float(loss.detach())
+            loss_v = _train_step(model, opt, scaler, x, y, dtype, cfg.logit_leak)
             if not math.isfinite(loss_v):
                 raise FloatingPointError(f"the loss became {loss_v} at iteration {it + 1}")
             history["loss"].append(loss_v)
             done = it + 1
             if val_prepared and cfg.validate_every and done % cfg.validate_every == 0:
-                last_val, _ = evaluate(model, val_prepared, post, dev, sampler.ct, cfg.amp)
+                last_val, _ = evaluate(model, val_prepared, post, dev, sampler.ct, cfg.amp, cfg.precision)
                 history["val_iteration"].append(done)
                 history["val_f1"].append(last_val)
             postfix = {"loss": f"{loss_v:.4f}"}
@@ -621,12 +698,13 @@ def train(
                     optimizer=opt.state_dict(),
                     scaler=scaler.state_dict() if scaler.is_enabled() else None,
                     iteration=done,
-                    rng=_rng_state(rng),
+                    rng=_rng_state(rng, sampler_state),
                     history=history,
                     train_s=train_s + time.perf_counter() - t_loop,
                     config=asdict(cfg),
                 )
     finally:
+        batches.close()
         bar.close()
     train_s += time.perf_counter() - t_loop
 
@@ -653,20 +731,21 @@ def train(
             "batch": cfg.batch,
             "lr": cfg.lr,
             "logit_leak": cfg.logit_leak,
+            "precision": precision_name(dtype),
             "torch": torch.__version__,
             "init": None if init is None else str(init),
         },
     )
     if cfg.tune_at_end and prepared:
         t_tune = time.perf_counter()
-        _, maps = evaluate(model, prepared, post, dev, sampler.ct, cfg.amp)
+        _, maps = evaluate(model, prepared, post, dev, sampler.ct, cfg.amp, cfg.precision)
         best = tune(maps, {r.name: r.gt for r in prepared}, um_per_px=um_per_px, config=post)
         meta.threshold, meta.min_area = best.threshold, best.min_area
         meta.extra["train_f1"] = best.f1
         meta.extra["tune_s"] = time.perf_counter() - t_tune
         post = replace(post, threshold=best.threshold, min_area=best.min_area)
     if val_prepared:
-        meta.validation_f1, _ = evaluate(model, val_prepared, post, dev, sampler.ct, cfg.amp)
+        meta.validation_f1, _ = evaluate(model, val_prepared, post, dev, sampler.ct, cfg.amp, cfg.precision)
     meta.wall_time_s = train_s + prep_s
     weights_path = save_weights(model, out / "weights.pt", meta)
     (out / "history.json").write_text(json.dumps(history))

@@ -57,7 +57,10 @@ def test_segment_bins_to_6hz_and_batches(model):
 
 def test_last_window_map_matches_a_direct_forward(model):
     mov = _movie(30)
-    res = segment(mov, model, fps=6.0, um_per_px=1.0, device="cpu", windows_per_batch=1, batch_frames=24)
+    res = segment(
+        mov, model, fps=6.0, um_per_px=1.0, device="cpu", windows_per_batch=1, batch_frames=24, precision="fp32"
+    )
+    assert res.timings.precision == "fp32"
     # Recompute the final window [6, 30) by hand from the same pre-processing.
     from stnn.infer import default_preprocess_config
     from stnn.preprocess import preprocess, whiten

@@ -133,7 +133,7 @@ def test_training_leak_keeps_negative_logits_and_defaults_to_relu():
     with torch.no_grad():
         z = m.conv2d_2(torch.relu(m.conv2d_1(m.features(x)[:, :, :16].amax(dim=2))))
         relu, leak = m(x), m(x, logit_slope=0.01)
-    assert torch.equal(relu, m(x, logit_slope=0.0))
+        assert torch.equal(relu, m(x, logit_slope=0.0))
     assert torch.allclose(leak, torch.where(z >= 0, z, 0.01 * z), atol=1e-6)
     assert torch.allclose(relu, z.clamp_min(0), atol=1e-6)
 
