@@ -65,6 +65,21 @@ def _pair(text: str) -> tuple[int, int]:
     return values  # type: ignore[return-value]
 
 
+def _tile(text: str):
+    from .tiling import parse_tile
+
+    try:
+        return parse_tile(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_TILE_HELP = (
+    "spatial tile side in px, margins included: 'auto' (default: the largest that fits in half the free "
+    "memory; a frame that fits runs whole), a size, or 'off'"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and documentation)."""
     common = argparse.ArgumentParser(add_help=False)
@@ -145,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--save-maps", default=None, help="also save the probability maps (.npy)")
+    p.add_argument("--tile", type=_tile, default="auto", metavar="PX", help=_TILE_HELP)
     p.add_argument("--json", action="store_true", help="print timings as JSON")
 
     p = sub.add_parser(
@@ -174,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--windows-per-batch", type=int, default=1, help="windows per forward pass (default 1)")
     p.add_argument("--no-amp", action="store_true", help="no fp16 autocast on CUDA")
+    p.add_argument("--tile", type=_tile, default="auto", metavar="PX", help=_TILE_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
@@ -231,6 +248,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         windows_per_batch=args.windows_per_batch,
         batch_frames=args.batch_frames,
+        tile=args.tile,
     )
     path = res.masks.save(args.out)
     if args.save_maps:
@@ -246,6 +264,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             f"{t.n_frames} binned frames, {t.n_maps} maps: {t.fps:.1f} frames/s (network {t.network_fps:.1f}); "
             f"init {t.init_s:.2f} s"
         )
+        if t.tile:
+            print(f"tiles: {t.n_tiles} of {t.tile} px, margin {t.tile_margin} px ({t.tile_source})")
     return 0
 
 
@@ -298,6 +318,7 @@ def _cmd_perf(args: argparse.Namespace) -> int:
         args.device,
         windows_per_batch=args.windows_per_batch,
         amp=False if args.no_amp else None,
+        tile=args.tile,
     )
     print(json.dumps(res.as_dict(), indent=2) if args.json else res.summary())
     return 0

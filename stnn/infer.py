@@ -44,7 +44,6 @@ import logging
 import math
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,6 +60,7 @@ from datasets.records import Recording
 from .model import STNeuroNet
 from .postprocess import PostprocessConfig, postprocess
 from .preprocess import PreprocessConfig, RunningMoments, crop_slices, preprocess
+from .tiling import TilePlan, line_minima, pad_like_frame, plan_tiles, read_region, run_tiled
 
 __all__ = [
     "Timings",
@@ -105,6 +105,14 @@ class Timings:
         Network windows run.
     n_maps : int
         Probability maps returned.
+    tile : int
+        Tile side in px (0: the frame ran whole); see :mod:`stnn.tiling`.
+    n_tiles : int
+        Tiles per frame.
+    tile_margin : int
+        Overlap on each side of a tile (px).
+    tile_source : str
+        How the tile was chosen (``'auto'``, ``'explicit'``, ``'off'``) and why.
     """
 
     init_s: float = 0.0
@@ -114,6 +122,10 @@ class Timings:
     n_frames: int = 0
     n_windows: int = 0
     n_maps: int = 0
+    tile: int = 0
+    n_tiles: int = 1
+    tile_margin: int = 0
+    tile_source: str = ""
 
     @property
     def process_s(self) -> float:
@@ -349,12 +361,14 @@ def prepare_movie(
     return PreparedMovie(frames, moments.mean, max(std, 1e-5), minimum, rows, cols, (h, w))
 
 
-def _load_windows(prep: PreparedMovie, starts: list[int], window: int) -> torch.Tensor:
-    """Whitened windows ``(k, 1, window, H, W)``; short movies are padded with their minimum."""
-    n = prep.frames.shape[0]
-    out = np.empty((len(starts), 1, window, *prep.frames.shape[1:]), np.float32)
+def _load_windows(
+    prep: PreparedMovie, starts: list[int], window: int, rows: slice = slice(None), cols: slice = slice(None)
+) -> torch.Tensor:
+    """Whitened windows ``(k, 1, window, h, w)`` of a region; short movies are padded with their minimum."""
+    n, h, w = prep.frames.shape
+    out = np.empty((len(starts), 1, window, len(range(h)[rows]), len(range(w)[cols])), np.float32)
     for i, s in enumerate(starts):
-        block = prep.frames[s : min(s + window, n)]
+        block = read_region(prep.frames, s, min(s + window, n), rows, cols)
         out[i, 0, : block.shape[0]] = block
         if block.shape[0] < window:
             out[i, 0, block.shape[0] :] = prep.minimum
@@ -373,6 +387,7 @@ def probability_maps(
     overlap: str | None = None,
     amp: bool | None = None,
     timings: Timings | None = None,
+    tile: int | str | TilePlan | None = "auto",
 ) -> np.ndarray:
     """Neuron probability maps ``(ceil(T / batch_frames), H, W)`` of a prepared movie.
 
@@ -393,7 +408,10 @@ def probability_maps(
     amp : bool, optional
         Autocast (fp16) on CUDA; default on for CUDA, never on CPU.
     timings : Timings, optional
-        Filled with ``init_s``, ``network_s``, ``n_windows``, ``n_maps``.
+        Filled with ``init_s``, ``network_s``, ``n_windows``, ``n_maps`` and the tiling.
+    tile : int, 'auto', TilePlan or None
+        Spatial tiles (:func:`stnn.tiling.plan_tiles`): a side in px, ``'auto'``
+        (from the free memory; untiled when the frame fits) or None (untiled).
 
     Returns
     -------
@@ -419,6 +437,11 @@ def probability_maps(
     starts = window_starts(n, batch_frames, stride)
     k = max(int(windows_per_batch), 1)
     batches = [starts[i : i + k] for i in range(0, len(starts), k)]
+    plan = tile if isinstance(tile, TilePlan) else plan_tiles(
+        prep.frames.shape[1:], model, tile, device=dev, frames=batch_frames, windows_per_batch=k, amp=amp
+    )
+    timings.tile, timings.n_tiles, timings.tile_margin = plan.tile, len(plan.tiles), plan.margin
+    timings.tile_source = f"{plan.source}: {plan.reason}"
 
     was_training = model.training
     t0 = time.perf_counter()
@@ -426,29 +449,42 @@ def probability_maps(
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     maps = np.empty((len(starts), *prep.frames.shape[1:]), np.float32)
-    pool = ThreadPoolExecutor(max_workers=1)
-    try:
-        pending = pool.submit(_load_windows, prep, batches[0], batch_frames)
-        first = pending.result()
+    clock = {"t1": t0}
+
+    def first_batch_read() -> None:
         timings.init_s += time.perf_counter() - t0
-        t1 = time.perf_counter()
-        done = 0
-        nxt = first
-        for b, batch in enumerate(batches):
-            x = nxt
-            # Read the next batch while the network runs on this one.
-            pending = pool.submit(_load_windows, prep, batches[b + 1], batch_frames) if b + 1 < len(batches) else None
-            with torch.inference_mode(), autocast_context(dev, amp):
-                logits = model(x.to(dev, non_blocking=True))
-            prob = torch.softmax(logits.float(), dim=1)[:, 1]
-            maps[done : done + len(batch)] = prob.cpu().numpy()
-            done += len(batch)
-            nxt = pending.result() if pending is not None else None
+        clock["t1"] = time.perf_counter()
+
+    def forward(x: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode(), autocast_context(dev, amp):
+            logits = model(x.to(dev, non_blocking=True))
+        return torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
+
+    pad = None
+    h, w = prep.frames.shape[1:]
+    if plan.tiled and getattr(model, "pad_mode", None) == "minimum" and (h % 8 or w % 8):
+        # The frame is padded at its end with whole-line minima, which a tile does not see.
+        minima = line_minima(prep.frames)
+        whitening = (prep.mean, prep.std, prep.minimum)
+
+        def pad(x: torch.Tensor, region, batch) -> torch.Tensor:
+            return pad_like_frame(x, region, (h, w), minima, batch, whitening)
+
+    try:
+        # Each tile (the whole frame when untiled) and batch of windows in turn; the next is read meanwhile.
+        run_tiled(
+            plan,
+            batches,
+            lambda batch, rows, cols: _load_windows(prep, batch, batch_frames, rows, cols),
+            forward,
+            maps,
+            pad=pad,
+            started=first_batch_read,
+        )
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
-        timings.network_s += time.perf_counter() - t1
+        timings.network_s += time.perf_counter() - clock["t1"]
     finally:
-        pool.shutdown(wait=True)
         model.train(was_training)
     timings.n_windows += len(starts)
     timings.n_frames = n
@@ -504,6 +540,7 @@ def segment(
     chunk: int = 32,
     workdir: str | Path | None = None,
     metadata: Any = None,
+    tile: int | str | None = "auto",
 ) -> Segmentation:
     """Segment the active neurons of a movie with STNeuroNet.
 
@@ -551,6 +588,12 @@ def segment(
         ``stnn.pretrained(..., return_metadata=True)``): its tuned threshold,
         minimum area, window length and binned rate then apply as they do
         for a weights name. Without it a loaded network gets the defaults.
+    tile : int, 'auto' or None
+        Spatial tiles for the network (:mod:`stnn.tiling`): a side in px
+        (margins included), ``'auto'`` (the largest that fits in the free
+        memory; a frame that fits runs whole) or None (never tile). Tiling
+        also shrinks the pre-processing chunk for large frames. Planned, and
+        a tile that cannot work refused, before anything runs.
 
     Returns
     -------
@@ -563,7 +606,8 @@ def segment(
     ------
     InputError
         2-D input, frames smaller than 8 px, too few frames for one bin,
-        non-finite values, zero variance, missing fps / pixel size.
+        non-finite values, zero variance, missing fps / pixel size, a tile
+        below the network's minimum or larger than the free memory allows.
     """
     if isinstance(movie_or_recording, Recording):
         rec = movie_or_recording
@@ -598,6 +642,21 @@ def segment(
         updates["min_area"] = float(min_area)
     post_cfg = PostprocessConfig(**{**asdict(post_cfg), **updates})
 
+    rows, cols = crop_slices(tuple(movie.shape[1:]), pre_cfg.crop)
+    plan = plan_tiles(
+        (rows.stop - rows.start, cols.stop - cols.start),
+        net,
+        tile,
+        device=dev,
+        frames=batch_frames,
+        windows_per_batch=windows_per_batch,
+        amp=amp,
+    )
+    if plan.tile:
+        logger.info("%d tiles of %d px (margin %d px): %s", len(plan.tiles), plan.tile, plan.margin, plan.reason)
+    if tile is not None:
+        chunk = min(chunk, plan.preprocess_chunk)  # whole frames: fewer per step when they are large
+
     timings = Timings()
     with tempfile.TemporaryDirectory(prefix="stnn-", dir=workdir) as tmp:
         t0 = time.perf_counter()
@@ -612,6 +671,7 @@ def segment(
             overlap=overlap,
             amp=amp,
             timings=timings,
+            tile=plan,
         )
         t2 = time.perf_counter()
         masks = postprocess(maps, post_cfg)

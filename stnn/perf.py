@@ -26,6 +26,7 @@ import torch
 
 from .infer import _resolve_device, segment
 from .model import STNeuroNet
+from .tiling import plan_tiles
 from .weights import hardware_description
 
 __all__ = ["PerfResult", "perf"]
@@ -53,6 +54,10 @@ class PerfResult:
     peak_memory_mib: float
     memory_kind: str
     movie_mib: float
+    tile: int = 0
+    n_tiles: int = 1
+    tile_margin: int = 0
+    tile_source: str = ""
 
     def as_dict(self) -> dict:
         """Plain dict (JSON-ready)."""
@@ -67,7 +72,10 @@ class PerfResult:
             f"  whole pipeline: {self.pipeline_fps:8.2f} frames/s (pre-processing {self.preprocess_s:.1f} s, "
             f"post-processing {self.postprocess_s:.2f} s; init {self.init_s:.2f} s excluded)\n"
             f"  peak memory   : {self.peak_memory_mib:.0f} MiB ({self.memory_kind}; the movie itself is "
-            f"{self.movie_mib:.0f} MiB)"
+            f"{self.movie_mib:.0f} MiB)\n"
+            f"  tiles         : "
+            + (f"{self.n_tiles} of {self.tile} px, margin {self.tile_margin} px" if self.tile else "none (whole frame)")
+            + f" ({self.tile_source})"
         )
 
 
@@ -87,6 +95,7 @@ def perf(
     fps: float = 6.0,
     seed: int = 0,
     warmup: bool = True,
+    tile: int | str | None = "auto",
 ) -> PerfResult:
     """Time :func:`stnn.infer.segment` on a random ``(frames, size, size)`` uint16 movie.
 
@@ -107,7 +116,9 @@ def perf(
     seed : int
         Movie and network seed.
     warmup : bool
-        Run one untimed window first (cuDNN autotuning, lazy allocations).
+        Run one untimed window first (cuDNN autotuning, lazy allocations), on a tile when tiled.
+    tile : int, 'auto' or None
+        Spatial tiles (see :func:`stnn.infer.segment`).
 
     Returns
     -------
@@ -119,8 +130,11 @@ def perf(
     torch.manual_seed(seed)
     model = STNeuroNet().to(dev).eval()
     if warmup:
+        # On the shape the network will see: the whole frame, or one tile.
+        plan = plan_tiles((size, size), model, tile, device=dev, frames=120, windows_per_batch=windows_per_batch)
+        side = plan.tile or size
         with torch.inference_mode():
-            x = torch.randn(windows_per_batch, 1, min(120, frames), size, size, device=dev)
+            x = torch.randn(windows_per_batch, 1, min(120, frames), side, side, device=dev)
             from .infer import autocast_context
 
             with autocast_context(dev, amp):
@@ -139,6 +153,7 @@ def perf(
         windows_per_batch=windows_per_batch,
         amp=amp,
         threshold=0.5,
+        tile=tile,
     )
     tm = res.timings
     if dev.type == "cuda":
@@ -162,6 +177,10 @@ def perf(
         peak_memory_mib=peak,
         memory_kind=kind,
         movie_mib=movie.nbytes / 2**20,
+        tile=tm.tile,
+        n_tiles=tm.n_tiles,
+        tile_margin=tm.tile_margin,
+        tile_source=tm.tile_source,
     )
 
 
