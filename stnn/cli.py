@@ -77,6 +77,21 @@ def _add_precision(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _tile(text: str):
+    from .tiling import parse_tile
+
+    try:
+        return parse_tile(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_TILE_HELP = (
+    "spatial tile side in px, margins included: 'auto' (default: the largest that fits in half the free "
+    "memory; a frame that fits runs whole), a size, or 'off'"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and documentation)."""
     common = argparse.ArgumentParser(add_help=False)
@@ -159,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--save-maps", default=None, help="also save the probability maps (.npy)")
     _add_precision(p)
+    p.add_argument("--tile", type=_tile, default="auto", metavar="PX", help=_TILE_HELP)
     p.add_argument("--json", action="store_true", help="print timings as JSON")
 
     p = sub.add_parser(
@@ -199,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=3, help="with --train: timed iterations per round (default 3)")
     p.add_argument("--rounds", type=int, default=2, help="with --train: alternating rounds, fastest kept (default 2)")
     p.add_argument("--channels-last", action="store_true", help="with --train: channels-last 3-D convolution weights")
+    p.add_argument("--tile", type=_tile, default="auto", metavar="PX", help=_TILE_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
 
     from .stream_cli import add_parser as add_stream_parser
@@ -281,6 +298,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         windows_per_batch=args.windows_per_batch,
         batch_frames=args.batch_frames,
         precision=args.precision,
+        tile=args.tile,
     )
     if Path(args.out).suffix.lower() == ".nwb":
         path = _save_nwb(args, movie, res.masks)
@@ -299,6 +317,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             f"{t.n_frames} binned frames, {t.n_maps} maps: {t.fps:.1f} frames/s (network {t.network_fps:.1f}); "
             f"init {t.init_s:.2f} s"
         )
+        if t.tile:
+            print(f"tiles: {t.n_tiles} of {t.tile} px, margin {t.tile_margin} px ({t.tile_source})")
     return 0
 
 
@@ -385,6 +405,7 @@ def _cmd_perf(args: argparse.Namespace) -> int:
         windows_per_batch=args.windows_per_batch,
         amp=False if args.no_amp else None,
         precision=args.precision,
+        tile=args.tile,
     )
     print(json.dumps(res.as_dict(), indent=2) if args.json else res.summary())
     return 0

@@ -45,7 +45,6 @@ import logging
 import math
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -63,6 +62,7 @@ from .model import STNeuroNet
 from .postprocess import PostprocessConfig, postprocess
 from .precision import PRECISIONS, precision_name, resolve_precision
 from .preprocess import PreprocessConfig, RunningMoments, crop_slices, preprocess
+from .tiling import TilePlan, line_minima, pad_like_frame, plan_tiles, read_region, run_tiled
 
 __all__ = [
     "Timings",
@@ -114,6 +114,14 @@ class Timings:
         CPU seconds of the process (all threads) during those stages: on a
         machine shared with other work they show the cost that wall-clock
         times hide.
+    tile : int
+        Tile side in px (0: the frame ran whole); see :mod:`stnn.tiling`.
+    n_tiles : int
+        Tiles per frame.
+    tile_margin : int
+        Overlap on each side of a tile (px).
+    tile_source : str
+        How the tile was chosen (``'auto'``, ``'explicit'``, ``'off'``) and why.
     """
 
     init_s: float = 0.0
@@ -126,6 +134,10 @@ class Timings:
     precision: str = "fp32"
     preprocess_cpu_s: float = 0.0
     network_cpu_s: float = 0.0
+    tile: int = 0
+    n_tiles: int = 1
+    tile_margin: int = 0
+    tile_source: str = ""
 
     @property
     def process_s(self) -> float:
@@ -431,12 +443,14 @@ def prepare_movie(
     return PreparedMovie(frames, moments.mean, max(std, 1e-5), minimum, rows, cols, (h, w))
 
 
-def _load_windows(prep: PreparedMovie, starts: list[int], window: int) -> torch.Tensor:
-    """Whitened windows ``(k, 1, window, H, W)``; short movies are padded with their minimum."""
-    n = prep.frames.shape[0]
-    out = np.empty((len(starts), 1, window, *prep.frames.shape[1:]), np.float32)
+def _load_windows(
+    prep: PreparedMovie, starts: list[int], window: int, rows: slice = slice(None), cols: slice = slice(None)
+) -> torch.Tensor:
+    """Whitened windows ``(k, 1, window, h, w)`` of a region; short movies are padded with their minimum."""
+    n, h, w = prep.frames.shape
+    out = np.empty((len(starts), 1, window, len(range(h)[rows]), len(range(w)[cols])), np.float32)
     for i, s in enumerate(starts):
-        block = prep.frames[s : min(s + window, n)]
+        block = read_region(prep.frames, s, min(s + window, n), rows, cols)
         out[i, 0, : block.shape[0]] = block
         if block.shape[0] < window:
             out[i, 0, block.shape[0] :] = prep.minimum
@@ -456,6 +470,7 @@ def probability_maps(
     amp: bool | None = None,
     timings: Timings | None = None,
     precision: str = "auto",
+    tile: int | str | TilePlan | None = "auto",
 ) -> np.ndarray:
     """Neuron probability maps ``(ceil(T / batch_frames), H, W)`` of a prepared movie.
 
@@ -484,6 +499,10 @@ def probability_maps(
         Precision of the 3-D convolutions (:mod:`stnn.precision`): ``'auto'``
         is bfloat16 where the CPU or GPU runs it natively, else float32
         (float16 on a CUDA GPU without bfloat16).
+        Filled with ``init_s``, ``network_s``, ``n_windows``, ``n_maps`` and the tiling.
+    tile : int, 'auto', TilePlan or None
+        Spatial tiles (:func:`stnn.tiling.plan_tiles`): a side in px, ``'auto'``
+        (from the free memory; untiled when the frame fits) or None (untiled).
 
     Returns
     -------
@@ -509,6 +528,11 @@ def probability_maps(
     starts = window_starts(n, batch_frames, stride)
     k = max(int(windows_per_batch), 1)
     batches = [starts[i : i + k] for i in range(0, len(starts), k)]
+    plan = tile if isinstance(tile, TilePlan) else plan_tiles(
+        prep.frames.shape[1:], model, tile, device=dev, frames=batch_frames, windows_per_batch=k, amp=amp
+    )
+    timings.tile, timings.n_tiles, timings.tile_margin = plan.tile, len(plan.tiles), plan.margin
+    timings.tile_source = f"{plan.source}: {plan.reason}"
 
     dtype = torch.float32 if amp is False else resolve_precision(precision, dev)
     t0 = time.perf_counter()
@@ -516,30 +540,41 @@ def probability_maps(
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     maps = np.empty((len(starts), *prep.frames.shape[1:]), np.float32)
-    pool = ThreadPoolExecutor(max_workers=1)
-    try:
-        pending = pool.submit(_load_windows, prep, batches[0], batch_frames)
-        first = pending.result()
+    clock = {"t1": t0}
+
+    def first_batch_read() -> None:
         timings.init_s += time.perf_counter() - t0
-        t1, c1 = time.perf_counter(), time.process_time()
-        done = 0
-        nxt = first
-        for b, batch in enumerate(batches):
-            x = nxt
-            # Read the next batch while the network runs on this one.
-            pending = pool.submit(_load_windows, prep, batches[b + 1], batch_frames) if b + 1 < len(batches) else None
-            with torch.inference_mode():
-                logits = net(x.to(dev, non_blocking=True))
-            prob = torch.softmax(logits.float(), dim=1)[:, 1]
-            maps[done : done + len(batch)] = prob.cpu().numpy()
-            done += len(batch)
-            nxt = pending.result() if pending is not None else None
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        timings.network_s += time.perf_counter() - t1
-        timings.network_cpu_s += time.process_time() - c1
-    finally:
-        pool.shutdown(wait=True)
+        clock["t1"], clock["c1"] = time.perf_counter(), time.process_time()
+
+    def forward(x: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            logits = net(x.to(dev, non_blocking=True))
+        return torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
+
+    pad = None
+    h, w = prep.frames.shape[1:]
+    if plan.tiled and getattr(model, "pad_mode", None) == "minimum" and (h % 8 or w % 8):
+        # The frame is padded at its end with whole-line minima, which a tile does not see.
+        minima = line_minima(prep.frames)
+        whitening = (prep.mean, prep.std, prep.minimum)
+
+        def pad(x: torch.Tensor, region, batch) -> torch.Tensor:
+            return pad_like_frame(x, region, (h, w), minima, batch, whitening)
+
+    # Each tile (the whole frame when untiled) and batch of windows in turn; the next is read meanwhile.
+    run_tiled(
+        plan,
+        batches,
+        lambda batch, rows, cols: _load_windows(prep, batch, batch_frames, rows, cols),
+        forward,
+        maps,
+        pad=pad,
+        started=first_batch_read,
+    )
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    timings.network_s += time.perf_counter() - clock["t1"]
+    timings.network_cpu_s += time.process_time() - clock.get("c1", time.process_time())
     timings.n_windows += len(starts)
     timings.precision = precision_name(dtype)
     timings.n_frames = n
@@ -587,6 +622,7 @@ def probability_stage(
     workdir: str | Path | None = None,
     metadata: Any = None,
     precision: str = "auto",
+    tile: int | str | None = "auto",
 ) -> ProbabilityStage:
     """The expensive half of :func:`segment`: pre-processing and the network.
 
@@ -631,6 +667,21 @@ def probability_stage(
         updates["min_area"] = float(min_area)
     post_cfg = PostprocessConfig(**{**asdict(post_cfg), **updates})
 
+    rows, cols = crop_slices(tuple(movie.shape[1:]), pre_cfg.crop)
+    plan = plan_tiles(
+        (rows.stop - rows.start, cols.stop - cols.start),
+        net,
+        tile,
+        device=dev,
+        frames=batch_frames,
+        windows_per_batch=windows_per_batch,
+        amp=amp,
+    )
+    if plan.tile:
+        logger.info("%d tiles of %d px (margin %d px): %s", len(plan.tiles), plan.tile, plan.margin, plan.reason)
+    if tile is not None:
+        chunk = min(chunk, plan.preprocess_chunk)  # whole frames: fewer per step when they are large
+
     timings = Timings()
     with tempfile.TemporaryDirectory(prefix="stnn-", dir=workdir) as tmp:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -647,6 +698,7 @@ def probability_stage(
             amp=amp,
             timings=timings,
             precision=precision,
+            tile=plan,
         )
     return ProbabilityStage(maps, prep.rows, prep.cols, prep.input_shape, post_cfg, timings)
 
@@ -670,6 +722,7 @@ def segment(
     workdir: str | Path | None = None,
     metadata: Any = None,
     precision: str = "auto",
+    tile: int | str | None = "auto",
 ) -> InferenceResult:
     """Segment the active neurons of a movie with STNeuroNet.
 
@@ -720,6 +773,12 @@ def segment(
     precision : {'auto', 'fp32', 'bf16'}
         Network precision (see :func:`probability_maps`); the one used is
         ``timings.precision``.
+    tile : int, 'auto' or None
+        Spatial tiles for the network (:mod:`stnn.tiling`): a side in px
+        (margins included), ``'auto'`` (the largest that fits in the free
+        memory; a frame that fits runs whole) or None (never tile). Tiling
+        also shrinks the pre-processing chunk for large frames. Planned, and
+        a tile that cannot work refused, before anything runs.
 
     Returns
     -------
@@ -732,7 +791,8 @@ def segment(
     ------
     InputError
         2-D input, frames smaller than 8 px, too few frames for one bin,
-        non-finite values, zero variance, missing fps / pixel size.
+        non-finite values, zero variance, missing fps / pixel size, a tile
+        below the network's minimum or larger than the free memory allows.
     """
     stage = probability_stage(
         movie_or_recording,
@@ -752,6 +812,7 @@ def segment(
         workdir=workdir,
         metadata=metadata,
         precision=precision,
+        tile=tile,
     )
     masks = stage.masks()
     timings = stage.timings

@@ -28,6 +28,7 @@ from .fuse import inference_copy
 from .infer import _resolve_device, segment
 from .model import STNeuroNet
 from .precision import resolve_precision
+from .tiling import plan_tiles
 from .weights import hardware_description
 
 __all__ = ["PerfResult", "perf"]
@@ -58,6 +59,10 @@ class PerfResult:
     peak_memory_mib: float
     memory_kind: str
     movie_mib: float
+    tile: int = 0
+    n_tiles: int = 1
+    tile_margin: int = 0
+    tile_source: str = ""
 
     def as_dict(self) -> dict:
         """Plain dict (JSON-ready)."""
@@ -74,7 +79,10 @@ class PerfResult:
             f"  CPU time      : network {self.network_cpu_s:.1f} s, pre-processing {self.preprocess_cpu_s:.1f} s "
             f"({self.threads} threads; wall-clock rates suffer when other processes share the cores)\n"
             f"  peak memory   : {self.peak_memory_mib:.0f} MiB ({self.memory_kind}; the movie itself is "
-            f"{self.movie_mib:.0f} MiB)"
+            f"{self.movie_mib:.0f} MiB)\n"
+            f"  tiles         : "
+            + (f"{self.n_tiles} of {self.tile} px, margin {self.tile_margin} px" if self.tile else "none (whole frame)")
+            + f" ({self.tile_source})"
         )
 
 
@@ -95,6 +103,7 @@ def perf(
     seed: int = 0,
     warmup: bool = True,
     precision: str = "auto",
+    tile: int | str | None = "auto",
 ) -> PerfResult:
     """Time :func:`stnn.infer.segment` on a random ``(frames, size, size)`` uint16 movie.
 
@@ -119,6 +128,9 @@ def perf(
         creation, lazy allocations).
     precision : {'auto', 'fp32', 'bf16'}
         Network precision (:mod:`stnn.precision`); the one used is reported.
+        Run one untimed window first (cuDNN autotuning, lazy allocations), on a tile when tiled.
+    tile : int, 'auto' or None
+        Spatial tiles (see :func:`stnn.infer.segment`).
 
     Returns
     -------
@@ -131,9 +143,12 @@ def perf(
     model = STNeuroNet().to(dev).eval()
     dtype = torch.float32 if amp is False else resolve_precision(precision, dev)
     if warmup:
+        # On the shape the network will see: the whole frame, or one tile.
+        plan = plan_tiles((size, size), model, tile, device=dev, frames=120, windows_per_batch=windows_per_batch)
+        side = plan.tile or size
         net = inference_copy(model, dtype, dev)
         with torch.inference_mode():
-            net(torch.randn(windows_per_batch, 1, min(120, frames), size, size, device=dev))
+            net(torch.randn(windows_per_batch, 1, min(120, frames), side, side, device=dev))
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         del net
@@ -149,6 +164,7 @@ def perf(
         amp=amp,
         threshold=0.5,
         precision=precision,
+        tile=tile,
     )
     tm = res.timings
     if dev.type == "cuda":
@@ -175,6 +191,10 @@ def perf(
         peak_memory_mib=peak,
         memory_kind=kind,
         movie_mib=movie.nbytes / 2**20,
+        tile=tm.tile,
+        n_tiles=tm.n_tiles,
+        tile_margin=tm.tile_margin,
+        tile_source=tm.tile_source,
     )
 
 
