@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.masks import Masks
+from datasets.movie_stats import REAL_NEUROFINDER, movie_statistics
 
 __all__ = ["describe_dataset", "describe_recording", "reference_statistics", "format_description", "summary_images"]
 
@@ -58,13 +59,15 @@ def _kind(dataset) -> str:
     return "neurofinder" if ums and float(np.median(ums)) > 1.0 else "abo275"
 
 
-def summary_images(movie, max_frames: int = 1500, chunk: int = 250) -> dict[str, np.ndarray]:
+def summary_images(movie, max_frames: int = 1500, chunk: int | None = None) -> dict[str, np.ndarray]:
     """Mean image, max projection and correlation image (mean correlation with the 4 neighbours).
 
-    Reads at most ``max_frames`` frames, ``chunk`` at a time (constant memory).
+    Reads at most ``max_frames`` frames, ``chunk`` at a time (default: ~32 MB of float64 per chunk,
+    so a 512x512 movie is read 16 frames at a time; constant memory).
     """
     t = min(movie.n_frames, max_frames)
     h, w = movie.frame_shape
+    chunk = chunk or max(1, 2**22 // (h * w))
     s1 = np.zeros((h, w))
     s2 = np.zeros((h, w))
     sr = np.zeros((h, w - 1))
@@ -156,6 +159,7 @@ def describe_recording(rec, *, images: bool = True) -> dict:
     elif all_somata is not None:
         out["n_silent"] = int(all_somata.n - gt.n)
     if images:
+        out["movie"] = movie_statistics(rec.movie, gt, anatomical=all_somata).to_dict()
         imgs = summary_images(rec.movie)
         inside = gt.union()
         outside = ~(all_somata.union() if all_somata is not None else inside)
@@ -361,4 +365,35 @@ def format_description(desc: dict) -> str:
         "overlap: share of active masks sharing a pixel with another soma (real: with another GT mask); "
         "contrast: mean/max = mean over active masks / mean outside all somata; corr = difference"
     )
+    lines += ["", *format_movie_statistics(desc["recordings"])]
     return "\n".join(lines)
+
+
+def format_movie_statistics(recordings: list[dict]) -> list[str]:
+    """Lines of the photon-budget / correlation / border table (``datasets.movie_stats``) beside the real movie."""
+    cols = [
+        ("SD/mean (counts)", lambda m: f"{m['median_sd']:.0f}/{m['median_mean']:.0f}"),
+        ("med. SD/mean", lambda m: _fmt(m["median_sd_over_mean"], 2)),
+        ("corr med.", lambda m: _fmt(m["corr_median"], 2)),
+        ("corr p99", lambda m: _fmt(m["corr_p99"], 2)),
+        ("corr in GT", lambda m: _fmt(m["corr_median_in_gt"], 2)),
+        ("in all cells", lambda m: _fmt(m.get("corr_median_in_all"), 2)),
+        ("region px", lambda m: _fmt(m["median_region_px"], 3)),
+        ("border L/R/T/B px", lambda m: "/".join(_fmt(m[f"border_{k}"]) for k in ("left", "right", "top", "bottom"))),
+    ]
+    rows = [["recording (first 600 frames)"] + [c[0] for c in cols]]
+    rows += [[r["name"]] + [f(r["movie"]) for _, f in cols] for r in recordings if r.get("movie")]
+    if len(rows) == 1:
+        return []
+    rows.append(["real Neurofinder 00.xx"] + [f(REAL_NEUROFINDER) for _, f in cols])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(
+        "definitions (real-movie-stats.md): per-pixel temporal SD and mean; correlation image = mean Pearson "
+        "correlation with the 8 np.roll neighbours, 8 px trimmed before the percentiles; in GT = median over the "
+        "default ground truth's pixels, in all cells = over every labelled cell's (the real movie's GT is "
+        "anatomical, silent cells included: compare it with 'in all cells'); border = "
+        "columns/rows whose mean is below 1/4 of the interior"
+    )
+    return lines

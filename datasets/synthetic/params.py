@@ -103,21 +103,21 @@ class SimulationParams:
     nucleus_brightness: float = 0.3
     min_center_distance: float = 0.7
     overlap_probability: float = 0.05
-    soma_brightness: float = 1.0
+    soma_brightness: float = 1.6
     soma_brightness_log_sd: float = 0.35
     # --- activity
     silent_fraction: float = 0.2
     rate_mean_hz: float = 2.9
     rate_log_sd: float = 2.0
-    burst_extra_spikes: float = 1.0
+    burst_extra_spikes: float = 4.0
     burst_isi_s: float = 0.06
-    calcium_per_spike_nM: float = 18.0
+    calcium_per_spike_nM: float = 20.0
     calcium_log_sd: float = 0.3
-    calcium_rate_exponent: float = 0.4
+    calcium_rate_exponent: float = 0.0
     # --- background structures
     neuropil_length_um: float = 20.0
     neuropil_contrast: float = 0.25
-    neuropil_modulation: float = 0.05
+    neuropil_modulation: float = 0.06
     neuropil_tau_s: float = 3.0
     n_neuropil_components: int = 4
     dendrite_density_per_mm2: float = 500.0
@@ -131,11 +131,17 @@ class SimulationParams:
     # --- optics and detection
     vignetting: float = 0.45
     bleach_per_min: float = 0.06
-    photons_per_px: float = 1.2
-    read_noise_photons: float = 0.8
-    adc_gain: float = 12.0
-    adc_offset: float = 100.0
+    photons_per_px: float = 0.28
+    read_noise_photons: float = 0.1
+    adc_gain: float = 140.0
+    adc_offset: float = 6.0
     motion_um: float = 0.0
+    # --- registration borders (dark, zero-photon margins of a motion-corrected movie)
+    border_left_px: float = 0.0
+    border_right_px: float = 0.0
+    border_top_px: float = 0.0
+    border_bottom_px: float = 0.0
+    border_ragged_px: float = 0.0
     # --- ground truth (paper's d'); None = derive from the rate prior
     dprime_threshold: float | None = None
     dprime_rate_prior_hz: float = 2.9
@@ -192,6 +198,11 @@ class SimulationParams:
             "read_noise_photons",
             "adc_offset",
             "motion_um",
+            "border_left_px",
+            "border_right_px",
+            "border_top_px",
+            "border_bottom_px",
+            "border_ragged_px",
         )
         for name in non_negative:
             v = getattr(self, name)
@@ -220,6 +231,7 @@ class SimulationParams:
         lo, hi = self.vessel_radius_um
         if not 0 < lo <= hi:
             raise _range_error("vessel_radius_um", self.vessel_radius_um, "(min, max) with 0 < min <= max")
+        self._check_field_of_view()
         if self.indicator not in INDICATORS:
             raise _range_error("indicator", self.indicator, " or ".join(INDICATORS))
         if self.bin_fps > self.fps:
@@ -236,6 +248,25 @@ class SimulationParams:
                 self.soma_radius_um,
                 f"small enough that a soma fits the {self.height}x{self.width} frame",
             )
+
+    def _check_field_of_view(self) -> None:
+        """Borders and motion must leave a field of view: at least 16 px between the borders."""
+        for side, other, size in (
+            ("border_left_px", "border_right_px", self.width),
+            ("border_right_px", "border_left_px", self.width),
+            ("border_top_px", "border_bottom_px", self.height),
+            ("border_bottom_px", "border_top_px", self.height),
+        ):
+            room = size - 16 - getattr(self, other)
+            if getattr(self, side) > room:
+                raise _range_error(side, getattr(self, side), f"0 to {max(room, 0):g} px (frame {size} px, {other} "
+                                   f"{getattr(self, other):g} px, at least 16 px left between the borders)")
+        max_ragged = min(self.height, self.width) / 8
+        if self.border_ragged_px > max_ragged:
+            raise _range_error("border_ragged_px", self.border_ragged_px, f"0 to {max_ragged:g} px")
+        max_motion = min(self.height, self.width) / 4 * self.um_per_px
+        if self.motion_um > max_motion:
+            raise _range_error("motion_um", self.motion_um, f"0 to {max_motion:g} um (a quarter of the frame)")
 
     # ------------------------------------------------------------------ derived values
     @property

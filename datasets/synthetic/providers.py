@@ -36,9 +36,16 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: ABO-like (275 um, VISp): 256x256 px at 0.78 um/px, 30 Hz, GCaMP6f, 80 s (480 frames at 6 Hz = 4 batches).
-DEFAULT_PARAMS = SimulationParams()
+#: The detector and photon budget are the Neurofinder calibration's (see the simulator section of the README):
+#: a pixel's dwell time is 7/30 of a 7 Hz frame's (same 512-px lines), so 1.2 x 7/30 = 0.28 photons per pixel
+#: per frame at the neuropil level; 1 um residual motion, no registration border (the ABO frames are cropped).
+#: 35 % silent somata (the in-focus somata that do not fire in the session): with the burstier firing that makes
+#: Suite2p find cells, 20 % silent gave 0.0022-0.0026 active neurons per um^2, above the ABO 275 um range.
+DEFAULT_PARAMS = SimulationParams(motion_um=1.0, silent_fraction=0.35)
 
-#: Neurofinder-like: coarser pixels, GCaMP6s, ~7 Hz, fewer photons (lower SNR); d' threshold 1.7 as in the paper.
+#: Neurofinder-like, calibrated on a real Neurofinder 00.xx training movie (``real-movie-stats.md``; each
+#: value's measurement is in the README's simulator section): coarser pixels, GCaMP6s, 7 Hz, 1.2 photons per
+#: pixel per frame, dark ragged registration borders of ~13 px (left) and ~10 px (right).
 NEUROFINDER_PARAMS = SimulationParams(
     height=256,
     width=256,
@@ -47,11 +54,20 @@ NEUROFINDER_PARAMS = SimulationParams(
     um_per_px=1.15,
     indicator="GCaMP6s",
     bin_fps=3.5,
-    photons_per_px=0.8,
+    photons_per_px=1.2,
     calcium_per_spike_nM=9.0,
-    # Neurofinder 01/02/04 test GT: 0.00037-0.00125 active neurons per um^2, median areas 78-147 px.
+    soma_brightness=1.45,
+    burst_extra_spikes=1.0,
+    calcium_rate_exponent=0.0,
+    silent_fraction=0.25,
+    # Neurofinder 01/02/04 test GT: 0.00037-0.00125 active neurons per um^2; the real training movie's
+    # regions have a median of 67 px (88.6 um^2 at 1.15 um/px): radius 5.4 um gives 66-70 px.
     soma_density_per_mm2=1000.0,
-    soma_radius_um=6.8,
+    soma_radius_um=5.4,
+    motion_um=1.0,
+    border_left_px=15.5,
+    border_right_px=12.0,
+    border_ragged_px=3.0,
     dprime_threshold=1.7,
     block_frames=200,
 )

@@ -260,3 +260,50 @@ def test_density_too_high_raises():
     p = SimulationParams(height=64, width=64, soma_density_per_mm2=60000.0)
     with pytest.raises(InputError, match="soma_density_per_mm2.*valid range"):
         simulate(p, 0)
+
+
+@pytest.mark.parametrize(
+    "changes, name, valid",
+    [
+        ({"photons_per_px": -1.0}, "photons_per_px", "> 0"),
+        ({"adc_gain": -3.0}, "adc_gain", "> 0"),
+        ({"read_noise_photons": -0.5}, "read_noise_photons", ">= 0"),
+        ({"border_left_px": 300.0}, "border_left_px", "0 to 240 px"),
+        ({"border_left_px": 100.0, "border_right_px": 150.0}, "border_left_px", "0 to 90 px"),
+        ({"border_top_px": -1.0}, "border_top_px", ">= 0"),
+        ({"border_ragged_px": 100.0}, "border_ragged_px", "0 to 32 px"),
+        ({"motion_um": 500.0}, "motion_um", "0 to 49.92 um"),
+    ],
+)
+def test_bad_calibration_parameters_name_parameter_and_range(changes, name, valid):
+    with pytest.raises(InputError) as err:
+        SimulationParams(**changes)
+    msg = str(err.value)
+    assert name in msg and "valid" in msg and valid in msg, msg
+
+
+def test_borders_dark_ragged_and_motion_bit_identical():
+    """Registration borders collect no photons; with motion and borders the same seed gives the same movie."""
+    p = TINY_PARAMS.replace(
+        n_frames=200, motion_um=1.0, border_left_px=10.0, border_right_px=6.0, border_ragged_px=2.0, block_frames=60
+    )
+    _, movie, _ = _movie(p, 5)
+    _, again, _ = _movie(p, 5)
+    assert np.array_equal(movie, again)
+    col = movie.mean(axis=(0, 1))
+    interior = np.median(col[30:66])
+    # Dark (offset and read noise only, clipped at 0): below a quarter of the interior, the note's border rule.
+    assert col[:4].max() < 0.25 * interior and col[-2:].max() < 0.25 * interior
+    assert col[20] > 0.5 * interior
+    # Ragged: the edge column differs from row to row.
+    edge = (movie.mean(axis=0) > p.adc_offset + 0.25 * (interior - p.adc_offset)).argmax(axis=1)
+    assert np.ptp(edge) >= 2 and 4 <= np.median(edge) <= 16
+
+
+def test_photon_budget_sets_sd_over_mean():
+    """At about one photon per pixel per frame the movie is shot-noise dominated: SD ~ mean (offset removed)."""
+    p = TINY_PARAMS.replace(n_frames=200, photons_per_px=1.0, adc_offset=0.0, read_noise_photons=0.0)
+    _, movie, _ = _movie(p, 1)
+    m = movie.astype(float)
+    ratio = np.median(m.std(0) / m.mean(0))
+    assert 0.8 < ratio < 1.3, ratio

@@ -5,9 +5,13 @@ median active-mask area lie inside the range of the real ABO 275 um ground
 truth (235-355 neurons on 487x487 px at 0.78 um/px; median areas 156-188 px),
 at least 15 % of the active neurons overlap another soma (but far from the
 90 % of a purely random placement; the real GT: 41-46 % of GT masks overlap
-another GT mask), at least 20 % of the somata are silent; over the data set
-at least a quarter of the active neurons have a PSNR below 5 (and at least
-a fifth in every recording), and some have a PSNR above 20.
+another GT mask), at least 20 % of the somata are silent; the PSNR spreads
+over the regime where methods differ: some active neurons below 5 (at least
+5 % over the data set and some in most recordings), some above 20.
+
+Issue 17 (calibrating the photon budget to a real movie, with burstier firing
+so that Suite2p behaves on it as on real data) lowered the share below PSNR 5
+from the earlier 25 % to 10-15 %; the test asks for what issue 17 keeps.
 """
 
 from __future__ import annotations
@@ -66,6 +70,6 @@ def test_overlap_and_silent_shares(recordings):
 def test_psnr_covers_the_regime_where_methods_differ(recordings):
     ps = [t["psnr"][t["active"].astype(bool)] for _, _, t in recordings]
     pooled = np.concatenate(ps)
-    assert np.mean(pooled < 5) >= 0.25
-    assert all(np.mean(p < 5) >= 0.2 for p in ps), [round(float(np.mean(p < 5)), 3) for p in ps]
+    assert np.mean(pooled < 5) >= 0.05
+    assert sum(np.mean(p < 5) > 0 for p in ps) >= 0.8 * len(ps), [round(float(np.mean(p < 5)), 3) for p in ps]
     assert np.mean(pooled > 20) > 0.02
