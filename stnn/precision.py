@@ -25,7 +25,7 @@ import torch
 
 from datasets.errors import InputError
 
-__all__ = ["PRECISIONS", "cpu_has_native_bf16", "resolve_precision", "precision_name", "autocast"]
+__all__ = ["PRECISIONS", "cpu_has_native_bf16", "resolve_precision", "precision_name", "autocast", "autocast_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,3 +131,9 @@ def autocast(device: torch.device | str, dtype: torch.dtype) -> AbstractContextM
     if dtype == torch.float32:
         return nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def autocast_for(device: torch.device | str, amp: bool | None) -> AbstractContextManager:
+    """Autocast as the ``amp`` switch asks: float32 when False, else the ``'auto'`` precision of ``device``."""
+    dev = torch.device(device)
+    return autocast(dev, torch.float32 if amp is False else resolve_precision("auto", dev))

@@ -79,8 +79,9 @@ from datasets.errors import InputError
 from datasets.masks import Masks
 
 from .fusion import IncrementalFusion, Update
-from .infer import MIN_FRAME_PX, _resolve_device, _resolve_model, autocast_context, default_preprocess_config
+from .infer import MIN_FRAME_PX, _resolve_device, _resolve_model, default_preprocess_config
 from .postprocess import PostprocessConfig, candidate_regions
+from .precision import autocast_for
 from .preprocess import PreprocessConfig, RunningMoments, crop_slices, gaussian_kernel1d, reflect_indices
 
 __all__ = [
@@ -577,7 +578,7 @@ class StreamSegmenter:
         index = self.stats.windows
         x = self._window_input(stop)
         t0 = time.perf_counter()
-        with torch.inference_mode(), autocast_context(self.device, self.amp):
+        with torch.inference_mode(), autocast_for(self.device, self.amp):
             logits = self.model(x)
         prob = torch.softmax(logits.float(), dim=1)[0, 1].cpu().numpy()
         network_ms = (time.perf_counter() - t0) * 1e3

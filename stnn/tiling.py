@@ -239,8 +239,8 @@ def available_memory(device: torch.device | str) -> int:
 @functools.lru_cache(maxsize=4)
 def _cuda_bytes_per_voxel(device: str, amp: bool) -> float:
     """Peak CUDA bytes per input voxel of one forward pass, measured on a random network."""
-    from .infer import autocast_context
     from .model import STNeuroNet
+    from .precision import autocast_for
 
     dev = torch.device(device)
     net = STNeuroNet().to(dev).eval()
@@ -251,7 +251,7 @@ def _cuda_bytes_per_voxel(device: str, amp: bool) -> float:
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev)
-        with torch.inference_mode(), autocast_context(dev, amp):
+        with torch.inference_mode(), autocast_for(dev, amp):
             net(x)
         torch.cuda.synchronize(dev)
         peaks.append(torch.cuda.max_memory_allocated(dev) - base)

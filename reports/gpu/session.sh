@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Everything the suite measures on a GPU, in one time-boxed run (a lent GPU machine gives ~10 minutes):
+#   1. generate the `synthetic` data set,
+#   2. `stnn perf` on CUDA at 488x488 (network and whole pipeline, binned frames/s),
+#   3. train the shipped STNeuroNet weights with the paper's schedule (144x144x120 crops, batch 3, Adam 5e-4)
+#      for as many iterations as the time box allows, threshold and minimum area tuned on the training split,
+#      a learning curve on the test split (validation F1 every N iterations),
+#   4. the CUDA tests.
+# Results go to $OUT (default reports/gpu/out): perf JSON, weights + metadata, logs.
+# Usage: BUDGET_S=540 bash reports/gpu/session.sh
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-reports/gpu/out}
+BUDGET_S=${BUDGET_S:-540}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 BENCH_DATA=${BENCH_DATA:-/tmp/bench-data} PYTHONPATH=$PWD
+START=$(date +%s)
+elapsed() { echo $(( $(date +%s) - START )); }
+
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__, torch.cuda.get_device_name())"
+  lscpu | grep 'Model name'
+} > "$OUT/hardware.txt" 2>&1
+cat "$OUT/hardware.txt"
+
+echo "== data ($(elapsed) s)"
+python3 -c "from datasets.registry import get; print(len(get('synthetic').recordings), 'recordings')" 2>&1 | tail -2
+
+echo "== perf ($(elapsed) s)"
+python3 -m stnn perf --size 488 --frames 1200 --device cuda --windows-per-batch 4 --json > "$OUT/perf-cuda-488.json" 2> "$OUT/perf.log"
+tail -3 "$OUT/perf.log"; cat "$OUT/perf-cuda-488.json"
+python3 -m stnn perf --size 488 --frames 1200 --device cuda --windows-per-batch 4 --precision fp32 --json \
+  > "$OUT/perf-cuda-488-fp32.json" 2>> "$OUT/perf.log"
+
+echo "== train ($(elapsed) s)"
+TRAIN_S=$(( BUDGET_S - $(elapsed) - 30 ))
+# The training folder holds the pre-processed recordings and checkpoints (about 1 GB): kept out of $OUT.
+python3 reports/gpu/train_paper.py --seconds "$TRAIN_S" --out /tmp/stnn-synthetic 2>&1 | tail -40
+mkdir -p "$OUT/stnn-synthetic"
+cp /tmp/stnn-synthetic/weights.pt /tmp/stnn-synthetic/weights.json /tmp/stnn-synthetic/summary.json \
+   /tmp/stnn-synthetic/history.json "$OUT/stnn-synthetic/" 2>/dev/null
+
+echo "== CUDA tests ($(elapsed) s)"
+timeout 60 python3 -m pytest -q -p no:cacheprovider tests/stnn -k "cuda or gpu" -o addopts="" 2>&1 | tail -5
+echo "== done ($(elapsed) s)"
