@@ -119,7 +119,8 @@ def _truth(rec) -> dict | None:
 
 def describe_recording(rec, *, images: bool = True) -> dict:
     """Statistics of one recording (JSON-able)."""
-    gt = rec.ground_truth("default")
+    # A user recording may have no ground truth: its movie statistics are still described.
+    gt = rec.ground_truth("default") if "default" in rec.graders else None
     area_um2 = rec.frame_shape[0] * rec.frame_shape[1] * rec.um_per_px**2
     all_somata = rec.ground_truth("all_somata") if "all_somata" in rec.graders else None
     out: dict = {
@@ -129,11 +130,11 @@ def describe_recording(rec, *, images: bool = True) -> dict:
         "fps": rec.fps,
         "um_per_px": rec.um_per_px,
         "indicator": rec.indicator,
-        "n_active": int(gt.n),
+        "n_active": None if gt is None else int(gt.n),
         "n_somata": None if all_somata is None else int(all_somata.n),
         "n_silent": None,
-        "active_density_per_um2": gt.n / area_um2,
-        "median_active_area_um2": float(np.median(gt.areas)) * rec.um_per_px**2 if gt.n else None,
+        "active_density_per_um2": None if gt is None else gt.n / area_um2,
+        "median_active_area_um2": float(np.median(gt.areas)) * rec.um_per_px**2 if gt is not None and gt.n else None,
         "active_overlap_share": None,
         "psnr": None,
     }
@@ -160,6 +161,8 @@ def describe_recording(rec, *, images: bool = True) -> dict:
         out["n_silent"] = int(all_somata.n - gt.n)
     if images:
         out["movie"] = movie_statistics(rec.movie, gt, anatomical=all_somata).to_dict()
+        if gt is None:
+            return out
         imgs = summary_images(rec.movie)
         inside = gt.union()
         outside = ~(all_somata.union() if all_somata is not None else inside)
@@ -372,7 +375,7 @@ def format_description(desc: dict) -> str:
 def format_movie_statistics(recordings: list[dict]) -> list[str]:
     """Lines of the photon-budget / correlation / border table (``datasets.movie_stats``) beside the real movie."""
     cols = [
-        ("SD/mean (counts)", lambda m: f"{m['median_sd']:.0f}/{m['median_mean']:.0f}"),
+        ("SD/mean (counts)", lambda m: f"{_fmt(m['median_sd'], 3)}/{_fmt(m['median_mean'], 3)}"),
         ("med. SD/mean", lambda m: _fmt(m["median_sd_over_mean"], 2)),
         ("corr med.", lambda m: _fmt(m["corr_median"], 2)),
         ("corr p99", lambda m: _fmt(m["corr_p99"], 2)),

@@ -66,3 +66,17 @@ def test_border_widths_of_the_real_column_profile():
     left, right = border_widths(profile)
     assert left == 12 and right == 11
     assert abs(REAL_NEUROFINDER["border_left"] - left) <= 1
+
+
+def test_describe_prints_the_statistics_for_a_recording_without_ground_truth():
+    """A user recording with a movie and no masks: the movie statistics beside the real movie's."""
+    from datasets.describe import describe_dataset, format_description
+    from datasets.records import Dataset, Recording
+
+    rec = Recording(name="mine", movie=ArrayMovie(_known_movie()), fps=7.0, um_per_px=1.15, ground_truths={})
+    desc = describe_dataset(Dataset("mine", [rec]))
+    m = desc["recordings"][0]["movie"]
+    assert m["median_sd_over_mean"] == pytest.approx(0.1) and m["border_left"] == 5
+    assert m["corr_median_in_gt"] is None
+    text = format_description(desc)
+    assert "mine" in text and "real Neurofinder 00.xx" in text and "0.92" in text
