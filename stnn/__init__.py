@@ -14,8 +14,10 @@ postprocess
     Probability maps -> neuron masks (threshold, watershed, fusion across windows).
 infer
     :func:`~stnn.infer.segment`: whole-movie streaming inference.
-train, tune, perf
-    Training from scratch, post-processing tuning, speed/memory measurement.
+precision, fuse
+    Precision choice (bfloat16 where native) and inference copies (batch norm folded).
+train, tune, perf, train_perf
+    Training from scratch, post-processing tuning, inference and training speed.
 weights
     Shipped weights and :func:`~stnn.weights.pretrained`.
 
