@@ -54,6 +54,8 @@ class STNeuroNetMethod(Method):
                          doc="overlapping windows combined by mean or median"),
         "windows_per_batch": Param(int, low=1, stage="expensive", doc="windows per forward pass"),
         "device": Param(str, choices=("cpu", "cuda"), stage="expensive", doc="torch device"),
+        "precision": Param(str, choices=("auto", "fp32", "bf16"), stage="expensive",
+                           doc="network precision: auto = bf16 where the CPU/GPU runs it natively, else fp32"),
     }
     #: Training schedules (``bench run --train-schedule``); settings of :class:`stnn.train.TrainConfig`.
     train_schedules = {
@@ -84,6 +86,7 @@ class STNeuroNetMethod(Method):
             "overlap": None,
             "windows_per_batch": 2,
             "device": "cpu",
+            "precision": "auto",
         }
 
     def param_grid(self, recording: Recording) -> dict[str, list]:
@@ -107,6 +110,7 @@ class STNeuroNetMethod(Method):
             overlap=p["overlap"],
             windows_per_batch=p["windows_per_batch"],
             metadata=meta,
+            precision=p["precision"],
         )
         stage.save(out)
         t = stage.timings
@@ -131,7 +135,7 @@ class STNeuroNetMethod(Method):
             process_s=t.process_s,
             n_frames=recording.n_frames,
             probability_maps=st.full_maps(),
-            versions={"stnn-weights": str(p["weights"])},
+            versions={"stnn-weights": str(p["weights"]), "precision": t.precision},
         )
 
     # ------------------------------------------------------------------ training

@@ -594,6 +594,26 @@ def probability_maps(
     return out
 
 
+def postprocess_for(
+    meta: Any,
+    um_per_px: float,
+    threshold: float | None = None,
+    min_area: float | None = None,
+    base: PostprocessConfig | None = None,
+) -> PostprocessConfig:
+    """Post-processing for a pixel size: given values, else the weights' tuned ones, else the defaults."""
+    if threshold is None and meta is not None and meta.threshold is not None:
+        threshold = meta.threshold
+    if min_area is None and meta is not None and meta.min_area is not None:
+        min_area = meta.min_area_for(um_per_px)
+    updates: dict[str, float] = {"um_per_px": float(um_per_px)}
+    if threshold is not None:
+        updates["threshold"] = float(threshold)
+    if min_area is not None:
+        updates["min_area"] = float(min_area)
+    return PostprocessConfig(**{**asdict(base or PostprocessConfig.for_pixel_size(um_per_px)), **updates})
+
+
 def _resolve_model(model: Any, device: torch.device, metadata: Any = None):
     """(model, metadata or None) from a model (with its metadata, if any), weights name or path."""
     if isinstance(model, torch.nn.Module):
@@ -655,17 +675,7 @@ def probability_stage(
     if batch_frames is None:
         trained = (meta.extra or {}).get("frames") if meta is not None else None
         batch_frames = int(trained) if trained else 120
-    post_cfg = postprocess_config or PostprocessConfig.for_pixel_size(um_per_px)
-    if threshold is None and meta is not None and meta.threshold is not None:
-        threshold = meta.threshold
-    if min_area is None and meta is not None and meta.min_area is not None:
-        min_area = meta.min_area_for(um_per_px)
-    updates: dict[str, float] = {"um_per_px": float(um_per_px)}
-    if threshold is not None:
-        updates["threshold"] = float(threshold)
-    if min_area is not None:
-        updates["min_area"] = float(min_area)
-    post_cfg = PostprocessConfig(**{**asdict(post_cfg), **updates})
+    post_cfg = postprocess_for(meta, um_per_px, threshold, min_area, postprocess_config)
 
     rows, cols = crop_slices(tuple(movie.shape[1:]), pre_cfg.crop)
     plan = plan_tiles(

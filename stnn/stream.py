@@ -78,10 +78,12 @@ import torch
 from datasets.errors import InputError
 from datasets.masks import Masks
 
+from .fuse import inference_copy
 from .fusion import IncrementalFusion, Update
-from .infer import MIN_FRAME_PX, _resolve_device, _resolve_model, default_preprocess_config
+from .infer import MIN_FRAME_PX, _resolve_device, _resolve_model, default_preprocess_config, postprocess_for
+from .model import STNeuroNet
 from .postprocess import PostprocessConfig, candidate_regions
-from .precision import autocast_for
+from .precision import resolve_precision
 from .preprocess import PreprocessConfig, RunningMoments, crop_slices, gaussian_kernel1d, reflect_indices
 
 __all__ = [
@@ -305,6 +307,7 @@ class StreamSegmenter:
         metadata: Any = None,
         amp: bool | None = None,
         on_update: Callable[[Update], None] | None = None,
+        precision: str = "auto",
     ) -> None:
         if not (fps > 0 and um_per_px > 0):
             raise InputError(f"fps and um_per_px must be > 0, got {fps}, {um_per_px}")
@@ -313,6 +316,10 @@ class StreamSegmenter:
         self.device = _resolve_device(device)
         self.model, meta = _resolve_model(model, self.device, metadata)
         self.model.to(self.device).eval()
+        # The same fused, precision-chosen network as batch inference, so stream and batch agree
+        # (another module, e.g. a wrapper, runs as given).
+        dtype = torch.float32 if amp is False else resolve_precision(precision, self.device)
+        self.net = inference_copy(self.model, dtype, self.device) if isinstance(self.model, STNeuroNet) else self.model
         self.fps = float(fps)
         self.amp = amp
         self.on_update = on_update
@@ -325,17 +332,7 @@ class StreamSegmenter:
         self.pre = preprocess_config
         self.window = int(self.config.window or extra.get("frames") or 120)
         self.stride = int(self.config.stride or self.window)
-        post = postprocess_config or PostprocessConfig.for_pixel_size(um_per_px)
-        updates: dict[str, float] = {"um_per_px": float(um_per_px)}
-        if threshold is None and meta is not None and meta.threshold is not None:
-            threshold = meta.threshold
-        if min_area is None and meta is not None and meta.min_area is not None:
-            min_area = meta.min_area_for(um_per_px)
-        if threshold is not None:
-            updates["threshold"] = float(threshold)
-        if min_area is not None:
-            updates["min_area"] = float(min_area)
-        self.post = PostprocessConfig(**{**asdict(post), **updates})
+        self.post = postprocess_for(meta, um_per_px, threshold, min_area, postprocess_config)
 
         self.stats = StreamStats(records=deque(maxlen=self.config.history))
         self._shape: tuple[int, int] | None = None
@@ -578,8 +575,8 @@ class StreamSegmenter:
         index = self.stats.windows
         x = self._window_input(stop)
         t0 = time.perf_counter()
-        with torch.inference_mode(), autocast_for(self.device, self.amp):
-            logits = self.model(x)
+        with torch.inference_mode():
+            logits = self.net(x)
         prob = torch.softmax(logits.float(), dim=1)[0, 1].cpu().numpy()
         network_ms = (time.perf_counter() - t0) * 1e3
         regions = Masks.from_label_image(self._crop_back(candidate_regions(prob, self.post)))
