@@ -497,9 +497,9 @@ def _rng_state(rng: np.random.Generator, numpy_state: dict[str, Any] | None = No
 
 def _set_rng_state(rng: np.random.Generator, state: dict[str, Any]) -> None:
     rng.bit_generator.state = state["numpy"]
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())  # a checkpoint loaded onto a GPU holds it there
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def _save_checkpoint(path: Path, **state: Any) -> None:

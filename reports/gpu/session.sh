@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-reports/gpu/out}
 BUDGET_S=${BUDGET_S:-540}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 BENCH_DATA=${BENCH_DATA:-/tmp/bench-data} PYTHONPATH=$PWD
+export PYTHONUNBUFFERED=1 BENCH_DATA=${BENCH_DATA:-/tmp/bench-data} PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 START=$(date +%s)
 elapsed() { echo $(( $(date +%s) - START )); }
 

@@ -31,29 +31,34 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--dataset", default="synthetic")
     p.add_argument("--device", default="cuda")
+    p.add_argument("--iterations", type=int, default=None, help="train this many (default: what the time box allows)")
+    p.add_argument("--init", default=None, help="start from these weights (shipped name or .pt): fine-tuning")
     p.add_argument("--crop", type=int, default=144, help="crop side (the paper's 144; smaller for a smoke test)")
     args = p.parse_args()
     t_start = time.perf_counter()
     ds = get(args.dataset)
     args.out.mkdir(parents=True, exist_ok=True)
-    command = f"python reports/gpu/train_paper.py --seconds {args.seconds:g} --out {args.out}"
+    command = f"python reports/gpu/train_paper.py --seconds {args.seconds:g} --out {args.out}" + (
+        f" --init {args.init}" if args.init else ""
+    )
 
     # Pre-processing of the training recordings and 30 timed iterations.
     probe = 30
     crop = (args.crop, args.crop)
     cfg = TrainConfig(iterations=probe, checkpoint_every=probe, validate_every=0, tune_at_end=False, crop=crop)
     t0 = time.perf_counter()
-    first = train(ds, args.out, config=cfg, device=args.device, progress=False, command=command)
+    first = train(ds, args.out, config=cfg, device=args.device, progress=False, command=command, init=args.init)
     prep_s = float(first.metadata.extra.get("preprocess_s", 0.0))
     per_it = (time.perf_counter() - t0 - prep_s) / probe
     left = args.seconds - (time.perf_counter() - t_start) - RESERVE_S
     n_val = 4
-    iterations = max(probe, int(left / per_it * 0.92))  # validation passes take the rest
+    # The probe includes cuDNN autotuning and warm-up, so this estimate is on the safe side.
+    iterations = args.iterations or max(probe, int(left / per_it * 0.92))  # validation passes take the rest
     every = max(iterations // n_val, 1)
     print(f"{per_it * 1e3:.1f} ms per iteration; training {iterations} iterations, validating every {every}")
     cfg = TrainConfig(iterations=iterations, checkpoint_every=every, validate_every=every, crop=crop)
     result = train(ds, args.out, config=cfg, device=args.device, resume=True, validate_on="test", progress=False,
-                   command=command)
+                   command=command, init=args.init)
     meta = result.metadata
 
     # Test split, with the weights' tuned threshold and minimum area.
