@@ -245,7 +245,7 @@ def _add_pixel_masks(ps, masks: Masks) -> None:
 def write_masks_nwb(
     path: str | Path, masks: Masks, recording: Recording, *, method: str, description: dict, overwrite: bool = True
 ) -> Path:
-    """One method's masks of one movie as an NWB file (``python -m stnn segment --out X.nwb``).
+    """One method's masks of one movie as an NWB file (``stnn segment`` writes it for an ``--out`` ending ``.nwb``).
 
     ``description`` (parameters, versions) is stored as JSON in the PlaneSegmentation's description.
     """

@@ -170,7 +170,7 @@ class STNeuroNetMethod(Method):
             resume=True,
             progress=progress,
             init=init,
-            command="python -m bench run --train (fold training)",
+            command="fold training inside a bench run",
         )
         meta = result.metadata
         return {

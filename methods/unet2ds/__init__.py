@@ -204,7 +204,7 @@ class UNet2DS(Method):
 
         cfg = TrainConfig(**self.check_train_settings(settings))
         # deep-calcium trains on the CPU-sized batches here; one run is minutes, so no mid-run checkpoints.
-        model, meta = train(list(recordings), cfg, None, command="python -m bench run --train", progress=progress)
+        model, meta = train(list(recordings), cfg, None, command="fold training inside a bench run", progress=progress)
         save_checkpoint(model, meta, out / "weights.pt")
         return {
             "weights": "weights.pt",
