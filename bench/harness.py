@@ -38,6 +38,7 @@ from bench.environment import environment, hardware_summary
 from bench.executors import Executor, LocalExecutor, Task
 from bench.jobs import Job, execute_job
 from bench.metrics import match
+from bench.online import score_snapshots, write_online_csv
 from bench.plan import Plan, RunConfig, plan_run, select_methods, split_label
 from bench.results import atomic_write_text, write_table
 from bench.scoring import score_masks
@@ -95,9 +96,9 @@ def _check_out_dir(out: Path, config: RunConfig, resume: bool, force: bool) -> d
 class _Runner:
     """Makes the tasks of a plan (picklable jobs) and stores what they return, in this process."""
 
-    def __init__(self, plan: Plan, config: RunConfig, store: UnitStore, cache: WeightsCache,
+    def __init__(self, plan: Plan, config: RunConfig, ds: Dataset, store: UnitStore, cache: WeightsCache,
                  timeout_s: float | None, memory_mb: float | None, bar):
-        self.plan, self.config, self.store, self.cache = plan, config, store, cache
+        self.plan, self.config, self.ds, self.store, self.cache = plan, config, ds, store, cache
         self.timeout_s, self.memory_mb, self.bar = timeout_s, memory_mb, bar
         #: Set when the run is interrupted: running workers are killed, nothing more is stored.
         self.cancel = threading.Event()
@@ -189,6 +190,10 @@ class _Runner:
                 st = self.store.stage_record(u.stage) or {}
                 info["peak_memory_mb"] = max(info["peak_memory_mb"], st.get("peak_memory_mb", 0.0))
             info["scores"] = {self.config.rule: score_masks(u.recording, seg.masks, self.config.rule)}
+            grader = self.ds.grader_for(u.recording)
+            if seg.snapshots and grader is not None:  # an online method: F1 against time into the recording
+                info["online"] = score_snapshots(u.method, u.recording.name, seg.snapshots,
+                                                 u.recording.ground_truth(grader), grader=grader, rule=self.config.rule)
         if ran:  # else not run because a dependency failed: derived, not stored
             info = self.store.save(u, info, None)  # the segmentation's files are already in its folder
         if seg is not None:
@@ -299,7 +304,7 @@ def run_benchmark(
     store = UnitStore(out)
 
     bar = _progress(progress)
-    runner = _Runner(plan, config, store, cache, timeout_s, memory_mb, bar)
+    runner = _Runner(plan, config, ds, store, cache, timeout_s, memory_mb, bar)
     tasks, records, trained = _tasks(plan, runner, retry_failed)
     n_units = len(plan.trains) + len(plan.stages) + len(plan.units)
     bar.reset(total=n_units)
@@ -381,6 +386,9 @@ def _side_tables(out: Path, config: RunConfig, ds: Dataset, recs, chosen: dict, 
                                 "f1": s.f1})
     _write_csv(out / "graders.csv", grader_rows, ("recording", "reference", "grader", "n_reference", "n_grader",
                                                   "tp", "recall", "precision", "f1"))
+    online = [row for info in chosen.values() for row in info.get("online", [])]
+    if online:
+        write_online_csv(online, out / "online.csv")
     _overlay_material(out, config, ds, recs, chosen)
 
 

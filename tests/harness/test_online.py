@@ -109,3 +109,17 @@ def test_snapshots_survive_the_segmentation_files(tmp_path):
     assert [t for t, _ in back] == [t for t, _ in snaps]
     assert all(a == b for (_, a), (_, b) in zip(back, snaps))
     assert not math.isnan(score_snapshots("m", "r", back, gt)[-1]["recall"])
+
+
+@pytest.mark.slow
+def test_a_run_with_an_online_method_writes_online_csv_and_the_figure(tmp_path):
+    from bench.harness import RunConfig, run_benchmark
+    from bench.report import make_report
+
+    cfg = RunConfig("synthetic-tiny", ("stnn-online", "stnn"), tune="none", split="test", train="shipped")
+    table = run_benchmark(cfg, tmp_path / "run", progress=False)
+    rows = read_online_csv(tmp_path / "run" / "online.csv")
+    assert rows and {r["method"] for r in rows} == {"stnn-online"} and {r["recording"] for r in rows} == {"tiny01"}
+    assert all(0 <= r["f1"] <= 1 and r["t_s"] > 0 for r in rows)
+    make_report(table, tmp_path / "report")
+    assert (tmp_path / "report" / "f1_vs_time.png").is_file()
