@@ -31,8 +31,9 @@ What else holds whole frames
   frames fit (a 2048x2048 float32 frame is 16 MiB).
 * The probability maps, ``(n_maps, H, W)`` float32, are the result: 4 bytes
   per pixel per 120-frame window, about 1/600 of the raw 30 Hz movie.
-* Post-processing works on one map at a time (labels, distance transforms
-  of single components), a few tens of bytes per pixel of one map.
+* Post-processing labels one map at a time (a few tens of bytes per pixel
+  of one map) and keeps one int32 label image per map until the fusion,
+  as large as the maps themselves.
 
 Tile size
 ---------

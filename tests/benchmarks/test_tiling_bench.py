@@ -12,7 +12,7 @@ forward pass. Run::
 ``BENCH_TILE`` is ``auto`` (default), ``off`` or a side in px; ``BENCH_TILE_DEVICE``
 is ``cpu`` (default) or ``cuda`` (peak = ``torch.cuda.max_memory_allocated``);
 ``BENCH_TILE_UNTILED=1024,...`` also runs those sizes untiled for the speed
-comparison; ``BENCH_TILE_OUT=file.json`` keeps the rows.
+comparison; ``BENCH_TILE_OUT=file.jsonl`` keeps each row as soon as it is measured.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ _CHILD = textwrap.dedent(
 )
 
 
-def _run(size: int, frames: int, tile: str, device: str) -> dict:
+def _run(size: int, frames: int, tile: str, device: str, keep: str | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, str(size), str(frames), tile, device],
@@ -77,7 +77,11 @@ def _run(size: int, frames: int, tile: str, device: str) -> dict:
     )
     if out.returncode != 0:
         raise AssertionError(out.stderr[-2000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    if keep:
+        with open(keep, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    return row
 
 
 def _ints(text: str) -> list[int]:
@@ -93,7 +97,9 @@ def test_peak_memory_and_speed_against_frame_size():
     frames = int(os.environ.get("BENCH_TILE_FRAMES", "120"))
     tile = os.environ.get("BENCH_TILE", "auto")
     device = os.environ.get("BENCH_TILE_DEVICE", "cpu")
-    rows = [_run(s, frames, tile, device) for s in sizes] + [_run(s, frames, "off", device) for s in untiled]
+    keep = os.environ.get("BENCH_TILE_OUT")
+    rows = [_run(s, frames, tile, device, keep) for s in sizes]
+    rows += [_run(s, frames, "off", device, keep) for s in untiled]
     head = ("size", "tile", "tiles", "peak MiB", "net fr/s", "net fr/s x Mpx", "pipe fr/s")
     print("\n" + " ".join(f"{h:>{w}}" for h, w in zip(head, (5, 5, 5, 9, 9, 15, 9))))
     for r in rows:
@@ -101,8 +107,6 @@ def test_peak_memory_and_speed_against_frame_size():
             f"{r['size']:>5} {r['tile'] or 'whole':>5} {r['n_tiles']:>5} {r['peak_mib']:>9.0f} "
             f"{r['network_fps']:>9.3f} {r['network_fps_per_mpx']:>15.3f} {r['pipeline_fps']:>9.3f}"
         )
-    if os.environ.get("BENCH_TILE_OUT"):
-        Path(os.environ["BENCH_TILE_OUT"]).write_text(json.dumps(rows, indent=1))
     by_size = {r["size"]: r for r in rows[: len(sizes)]}
     if 512 in by_size and 2048 in by_size:
         ratio = by_size[2048]["peak_mib"] / by_size[512]["peak_mib"]
