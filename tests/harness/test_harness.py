@@ -197,3 +197,43 @@ def test_sigterm_kills_the_worker(plugin_site, tmp_path):
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     time.sleep(0.5)
     assert workers() == []
+
+
+def test_corrupt_run_record_and_unit_record_are_set_aside_and_nothing_is_lost(plugin_site, dataset, tmp_path,
+                                                                              monkeypatch, caplog):
+    out = tmp_path / "run"
+    _run(dataset, out, methods=("example-threshold",), tune="none")
+    (out / "run.json").write_text("{ not json")
+    unit = sorted(out.glob("units/*/*/*/unit.json"))[0]
+    unit.write_text("\x00\x01 garbage")
+    calls = []
+    real = jobs.run_in_worker
+    monkeypatch.setattr(jobs, "run_in_worker", lambda *a, **k: (calls.append(a[0]), real(*a, **k))[1])
+    with caplog.at_level("WARNING"):
+        rows = read_table(_run(dataset, out, methods=("example-threshold",), tune="none"))
+    assert len(calls) == 1  # only the unit whose record was corrupt runs again
+    assert list(out.glob("run.json.corrupt-*")) and list(unit.parent.glob("unit.json.corrupt-*"))
+    assert "set aside" in caplog.text and {r["status"] for r in rows} == {"ok"}
+
+
+def test_a_failed_unit_leaves_a_row_without_ground_truth_too(plugin_site, dataset, tmp_path):
+    rec = dataset.recordings[0]
+    bare = Dataset("bare", [Recording("nogt", rec.movie, rec.fps, rec.um_per_px, split="test")])
+    cfg = RunConfig(dataset="bare", methods=("example-raises", "example-threshold"), tune="none")
+    rows = read_table(run_benchmark(cfg, tmp_path / "run", dataset=bare, progress=False))
+    by = {r["method"]: r for r in rows}
+    assert by["example-raises"]["status"] == "error" and "always fails" in by["example-raises"]["error"]
+    assert by["example-threshold"]["status"] == "ok" and by["example-threshold"]["grader"] in ("", None)
+
+
+def test_stale_worker_folders_of_a_killed_run_are_removed(tmp_path):
+    from methods.worker import WORK_PREFIX, clean_stale_workdirs
+
+    dead = tmp_path / f"{WORK_PREFIX}dead"
+    dead.mkdir()
+    (dead / "owner.pid").write_text(str(2**22 + 12345))  # above Linux's largest pid: no such process
+    alive = tmp_path / f"{WORK_PREFIX}alive"
+    alive.mkdir()
+    (alive / "owner.pid").write_text(str(__import__("os").getpid()))
+    assert clean_stale_workdirs(tmp_path) == 1
+    assert not dead.exists() and alive.exists()
