@@ -301,10 +301,10 @@ def write_interpreter_config(python: Path, methods: tuple[str, ...] = METHODS) -
     Path
         The config file (``$XDG_CONFIG_HOME/bench/config.toml``).
     """
-    from methods.worker import _config_path, _user_config
+    from methods.worker import config_path, user_config
 
-    path = _config_path()
-    _user_config()  # a damaged file is reported before it is edited
+    path = config_path()
+    user_config()  # a damaged file is reported before it is edited
     lines = path.read_text().splitlines() if path.is_file() else []
     keys = {f'"{m}"' for m in methods} | set(methods)
     new = [f"{m} = {json.dumps(str(python))}" for m in methods]  # a JSON string is a valid TOML basic string

@@ -121,12 +121,9 @@ log = logging.getLogger(__name__)
 
 INSTALL_HINT = (
     "CaImAn is not on PyPI (the PyPI package 'caiman' is an unrelated tool: do not install it). "
-    "Create its own environment with `conda create -n caiman -c conda-forge caiman` "
-    "(or build it from https://github.com/flatironinstitute/CaImAn with numpy<2, scipy<1.17, "
-    "tensorflow<2.16, setuptools<81 and `pip install --no-build-isolation .`), "
-    "then point the suite at that interpreter: "
-    "export BENCH_PYTHON_CAIMAN_BATCH=/path/to/env/bin/python BENCH_PYTHON_CAIMAN_ONLINE=/path/to/env/bin/python "
-    "(or `caiman-batch = ...` / `caiman-online = ...` in the [python] table of ~/.config/bench/config.toml)"
+    "Build its own environment with `python -m bench setup caiman` (CaImAn 1.12.x from its source tree or "
+    "published archive: headless, CPU TensorFlow, numpy<2), which also points the suite at it; or set "
+    "BENCH_PYTHON_CAIMAN_BATCH / BENCH_PYTHON_CAIMAN_ONLINE to the python of an environment you built"
 )
 
 #: Transient decay time (s) per indicator, for CaImAn's ``decay_time``.

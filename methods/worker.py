@@ -41,7 +41,8 @@ from datasets.masks import Masks
 from datasets.records import Recording
 from methods.base import Segmentation, json_default, resolve_method
 
-__all__ = ["WorkerLimits", "WorkerResult", "run_in_worker", "interpreter_for", "clean_stale_workdirs",
+__all__ = ["WorkerLimits", "WorkerResult", "run_in_worker", "interpreter_for", "clean_stale_workdirs", "config_path",
+           "user_config",
            "progress_line", "REPO_ROOT", "ACTIONS"]
 
 log = logging.getLogger(__name__)
@@ -125,9 +126,9 @@ def interpreter_for(method: str) -> str | None:
     path = os.environ.get(env_name)
     source = env_name
     if not path:
-        cfg = _user_config().get("python", {})
+        cfg = user_config().get("python", {})
         path = cfg.get(method)
-        source = f"[python] {method} in {_config_path()}"
+        source = f"[python] {method} in {config_path()}"
     if not path:
         return None
     if not (Path(path).is_file() and os.access(path, os.X_OK)):
@@ -138,13 +139,15 @@ def interpreter_for(method: str) -> str | None:
     return path
 
 
-def _config_path() -> Path:
+def config_path() -> Path:
+    """The suite's user configuration file: ``$XDG_CONFIG_HOME/bench/config.toml``."""
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "bench" / "config.toml"
 
 
-def _user_config() -> dict:
-    path = _config_path()
+def user_config() -> dict:
+    """The user configuration (``{}`` without a file); InputError for a damaged one."""
+    path = config_path()
     if not path.is_file():
         return {}
     try:
