@@ -50,7 +50,8 @@ def no_caiman(monkeypatch, tmp_path):
 def test_unavailable_says_how_to_install(no_caiman, cls):
     ok, reason = cls().is_available()
     assert not ok
-    assert "conda-forge" in reason and "BENCH_PYTHON_CAIMAN_BATCH" in reason and "BENCH_PYTHON_CAIMAN_ONLINE" in reason
+    assert "python -m bench setup caiman" in reason and "BENCH_PYTHON_CAIMAN_BATCH" in reason
+    assert "BENCH_PYTHON_CAIMAN_ONLINE" in reason
     assert "not on PyPI" in reason  # warns against the unrelated PyPI package
 
 
