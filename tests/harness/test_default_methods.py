@@ -11,7 +11,7 @@ from bench.results import read_table
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("suite2p") is None, reason="suite2p is not installed")
 def test_suite2p_and_unet2ds_on_synthetic_tiny(tmp_path):
-    cfg = RunConfig("synthetic-tiny", ("suite2p", "unet2ds"), tune="none", split="all")
+    cfg = RunConfig("synthetic-tiny", ("suite2p", "unet2ds"), tune="none", split="all", train="shipped")
     rows = read_table(run_benchmark(cfg, tmp_path / "run", progress=False))
     assert {r["method"] for r in rows} == {"suite2p", "unet2ds"}
     assert {r["grader"] for r in rows} == {"default", "all_somata"}
