@@ -28,7 +28,7 @@ class Tables:
     chosen: dict[tuple[str, str], dict]
 
 
-def _unit_columns(unit: SegmentUnit, info: dict, train_records: Mapping[str, dict]) -> dict:
+def _unit_columns(unit: SegmentUnit, info: dict, train_records: Mapping[str, dict], learns: bool) -> dict:
     proc = info.get("process_s", math.nan)
     frames = info.get("frames") or 0
     ok = frames and proc and not math.isnan(proc) and proc > 0
@@ -55,7 +55,7 @@ def _unit_columns(unit: SegmentUnit, info: dict, train_records: Mapping[str, dic
             train_iterations=tr.get("iterations"),
             train_device=unit.train.device,
         )
-    elif "weights" in unit.params:
+    elif learns:
         cols.update(weights="shipped")
     return cols
 
@@ -107,7 +107,7 @@ def result_rows(
         chosen[(unit.method, rec.name)] = info
         for sr in _score_rows(config, rec, info):
             rows.append({**base, "recording": rec.name, "split": rec.split, "method": unit.method,
-                         **extra, **_unit_columns(unit, info, train_records), **sr})
+                         **extra, **_unit_columns(unit, info, train_records, unit.method in plan.train_modes), **sr})
 
     for label in (split_label(e)[0] for e in config.methods):
         if label in plan.failures:
