@@ -290,11 +290,12 @@ def run_benchmark(
     """
     if timeout_s is not None and not timeout_s > 0:
         raise InputError(f"--timeout must be > 0 seconds, got {timeout_s:g}")
-    out = Path(out)
+    # Absolute: workers run in their own folders, so a relative --out would not resolve there.
+    out = Path(out).resolve()
     executor = executor or LocalExecutor(jobs)
     ds = dataset if dataset is not None else get_dataset(config.dataset)
     recs = list(ds.recordings if config.split == "all" else ds.split(config.split)) or list(ds.recordings)
-    cache = WeightsCache(Path(weights_root) if weights_root else data_root() / "trained")
+    cache = WeightsCache((Path(weights_root) if weights_root else data_root() / "trained").resolve())
     plan = plan_run(config, ds, recs, cache)  # bad parameters fail here, before anything runs or is written
     meta = _check_out_dir(out, config, resume, force)
     clean_stale_workdirs()

@@ -179,3 +179,14 @@ def test_training_in_the_run_is_cached_and_resumed(tmp_path, monkeypatch, caplog
     with caplog.at_level("WARNING"):
         run_benchmark(cfg, tmp_path / "run3", progress=False, weights_root=weights)
     assert calls.count("train") == 1 and "fail their checksum" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_relative_output_folder_works_for_staged_methods(tmp_path, monkeypatch):
+    """Workers run in their own folders: stage paths must not be relative to the caller's."""
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    cfg = RunConfig("synthetic-tiny", ("stnn",), tune="none", split="test", train="shipped")
+    rows = read_table(run_benchmark(cfg, Path("runs") / "rel", progress=False))
+    assert {r["status"] for r in rows} == {"ok"}, [r["error"] for r in rows]
