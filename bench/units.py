@@ -33,6 +33,7 @@ from bench.results import atomic_write_text
 from datasets.masks import Masks
 from datasets.records import Recording
 from methods.base import Segmentation, json_default
+from methods.worker import safe_name
 
 __all__ = [
     "params_hash",
@@ -51,11 +52,6 @@ log = logging.getLogger(__name__)
 def params_hash(params: dict) -> str:
     """Short stable hash of a JSON-able dict."""
     return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-def safe_name(name: str) -> str:
-    """A file-name-safe version of a method or recording name."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def recording_fingerprint(rec: Recording, grader: str | None = None) -> str:

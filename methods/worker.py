@@ -42,7 +42,7 @@ from datasets.records import Recording
 from methods.base import Segmentation, json_default, resolve_method
 
 __all__ = ["WorkerLimits", "WorkerResult", "run_in_worker", "interpreter_for", "clean_stale_workdirs", "config_path",
-           "user_config",
+           "user_config", "safe_name",
            "progress_line", "REPO_ROOT", "ACTIONS"]
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ def _alive(pid: int) -> bool:
 
 def _recording_spec(recording: Recording, work: Path) -> dict:
     # A movie held in memory is written into the job folder (in chunks); a file movie is reopened lazily.
-    spill = work / f"spill-{_safe_name(recording.name)}"
+    spill = work / f"spill-{safe_name(recording.name)}"
     spill.mkdir(exist_ok=True)
     return recording.to_spec(spill=spill)
 
@@ -291,7 +291,8 @@ def _training_spec(recording: Recording, gt: Masks, work: Path, i: int) -> dict:
     return {"recording": _recording_spec(recording, work), "gt": str(path)}
 
 
-def _safe_name(name: str) -> str:
+def safe_name(name: str) -> str:
+    """A file-name-safe version of a method or recording name."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
