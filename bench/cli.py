@@ -297,6 +297,7 @@ def _default_fixtures() -> Path | None:
 # ---------------------------------------------------------------------------- run
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.harness import RunConfig, run_benchmark, select_methods
+    from bench.plan import slow_methods
     from bench.report import make_report
     from datasets.registry import get_provider, providers
 
@@ -308,7 +309,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.methods.strip() != "all" and not [m for m in args.methods.split(",") if m.strip()]:
         raise InputError(f"--methods {args.methods!r} names no method", hint="give names, e.g. --methods stnn,suite2p")
     names = select_methods(args.methods)
-    if not names:
+    slow = slow_methods() if args.methods.strip() == "all" else ()
+    if not names and not slow:
         print("no method is available to run (`python -m bench methods` says why)")
         return 0
     graders = _check_graders(args)
@@ -323,9 +325,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_grid=args.max_grid,
         train=args.train,
         train_schedule=args.train_schedule,
+        if_time_allows=slow,
     )
     out = Path(args.out or Path("runs") / args.dataset)
-    print(f"running {', '.join(names)} on {args.dataset} ({args.split} split, tuning: {args.tune}, "
+    also = f" (+ {', '.join(slow)} if the time allows)" if slow else ""
+    print(f"running {', '.join(names)}{also} on {args.dataset} ({args.split} split, tuning: {args.tune}, "
           f"training: {args.train}) -> {out}")
     table = run_benchmark(
         config,

@@ -71,7 +71,8 @@ def _check_out_dir(out: Path, config: RunConfig, resume: bool, force: bool) -> d
             log.warning("%s is unreadable: set aside as %s; finished units are kept and reused", meta_path, aside.name)
             meta, previous = None, None
         if meta is not None and not force:
-            if previous == config.as_dict() or resume:
+            # Fields added to RunConfig since that run was written count as their defaults.
+            if {**RunConfig(config.dataset, ()).as_dict(), "methods": [], **previous} == config.as_dict() or resume:
                 return meta
             raise InputError(
                 f"holds the results of a different run (data set {previous.get('dataset')}, "

@@ -33,13 +33,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.budget import admit
 from bench.units import SegmentUnit, StageUnit, TrainUnit, params_hash, recording_fingerprint
 from datasets.errors import InputError
 from datasets.records import Dataset, Recording
 from methods.base import Method, get_method, methods
 from methods.params import expensive_part
 
-__all__ = ["RunConfig", "Plan", "plan_run", "split_label", "select_methods", "load_schedule", "TRAIN_MODES"]
+__all__ = ["RunConfig", "Plan", "plan_run", "split_label", "select_methods", "slow_methods", "load_schedule",
+           "TRAIN_MODES"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,9 @@ class RunConfig:
     train_schedule : str or None
         ``paper``, ``quick`` or a TOML/JSON file of training settings per
         method; None: ``paper`` on CUDA, else ``quick``.
+    if_time_allows : tuple of str
+        Slow methods that ``--methods all`` adds only when their estimated
+        time fits the run's budget (:func:`bench.budget.admit`).
     """
 
     dataset: str
@@ -85,6 +90,7 @@ class RunConfig:
     max_grid: int = 12
     train: str = "auto"
     train_schedule: str | None = None
+    if_time_allows: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.tune not in ("none", "loo"):
@@ -110,6 +116,7 @@ class RunConfig:
     def as_dict(self) -> dict:
         d = asdict(self)
         d["methods"] = list(d["methods"])
+        d["if_time_allows"] = list(d["if_time_allows"])
         d["graders"] = list(d["graders"]) if d["graders"] is not None else None
         return d
 
@@ -131,8 +138,7 @@ def select_methods(spec: str) -> tuple[str, ...]:
             if isinstance(m, Exception) or m.needs_argument:
                 continue
             if not m.in_default_run:
-                log.info("skipping method %s in 'all': too slow for the default run; name it in --methods", name)
-                continue
+                continue  # slow_methods() may admit it, by the run's time budget
             ok, reason = m.is_available()
             if ok:
                 chosen.append(name)
@@ -149,6 +155,20 @@ def select_methods(spec: str) -> tuple[str, ...]:
     for n in names:
         get_method(split_label(n)[1])  # unknown names fail early, with a suggestion
     return names
+
+
+def slow_methods() -> tuple[str, ...]:
+    """Available methods that ``--methods all`` adds only when the run's time allows (:func:`bench.budget.admit`)."""
+    chosen = []
+    for name, m in methods().items():
+        if isinstance(m, Exception) or m.needs_argument or m.in_default_run:
+            continue
+        ok, reason = m.is_available()
+        if ok:
+            chosen.append(name)
+        else:
+            log.info("skipping method %s: %s", name, reason)
+    return tuple(chosen)
 
 
 # ---------------------------------------------------------------------------- schedules
@@ -284,6 +304,48 @@ def _train_units(
     return {f.held_out.name: unit(f.held_out.name, f.train) for f in folds}
 
 
+def _plan_method(plan: Plan, entry: str, config: RunConfig, ds: Dataset, recs: list[Recording], weights_cache) -> None:
+    """Add one method's training, stage and segmentation units to ``plan``."""
+    label, ref = split_label(entry)
+    m = get_method(ref)
+    ok, reason = m.is_available()
+    if not ok:
+        plan.failures[label] = f"unavailable: {reason}"
+        return
+    plan.adapters[label], plan.refs[label] = m, ref
+    trains: dict[str, TrainUnit] = {}
+    if m.learns:
+        mode = _train_mode(m, config, ds, label, plan)
+        plan.train_modes[label] = mode
+        if mode != "shipped":
+            trains = _train_units(label, ref, m, mode, config, ds, recs, weights_cache)
+            for t in {id(t): t for t in trains.values()}.values():
+                plan.trains.append(t)
+    stages: dict[str, StageUnit] = {}
+    for rec in recs:
+        train = trains.get(rec.name)
+        if train is not None:
+            overrides: dict[str, Any] = {m.weights_param: str(weights_cache.weights_path(train))}
+            overrides.update(dict.fromkeys(m.tuned_with_weights))
+            points = [{}]
+        else:
+            overrides, points = {}, _points(m, rec, config.tune, config.max_grid)
+        for point in points:
+            given = {**overrides, **point}
+            if config.device is not None and "device" in m.parameters:
+                given["device"] = config.device
+            params = m.check_params(rec, given)
+            stage = None
+            if m.staged:
+                expensive = expensive_part(m.parameters, params)
+                skey = params_hash({"method": ref, "recording": rec.name, "params": expensive})
+                stage = stages.get(skey)
+                if stage is None:
+                    stage = stages[skey] = StageUnit(label, ref, rec, params, skey, train)
+                    plan.stages.append(stage)
+            plan.units.append(SegmentUnit(label, ref, rec, point, params, stage, train))
+
+
 def plan_run(config: RunConfig, ds: Dataset, recs: list[Recording], weights_cache) -> Plan:
     """Units and dependencies of a run; parameters validated.
 
@@ -304,44 +366,15 @@ def plan_run(config: RunConfig, ds: Dataset, recs: list[Recording], weights_cach
     """
     plan = Plan()
     for entry in config.methods:
-        label, ref = split_label(entry)
-        m = get_method(ref)
-        ok, reason = m.is_available()
-        if not ok:
-            plan.failures[label] = f"unavailable: {reason}"
-            continue
-        plan.adapters[label], plan.refs[label] = m, ref
-        trains: dict[str, TrainUnit] = {}
-        if m.learns:
-            mode = _train_mode(m, config, ds, label, plan)
-            plan.train_modes[label] = mode
-            if mode != "shipped":
-                trains = _train_units(label, ref, m, mode, config, ds, recs, weights_cache)
-                for t in {id(t): t for t in trains.values()}.values():
-                    plan.trains.append(t)
-        stages: dict[str, StageUnit] = {}
-        for rec in recs:
-            train = trains.get(rec.name)
-            if train is not None:
-                overrides: dict[str, Any] = {m.weights_param: str(weights_cache.weights_path(train))}
-                overrides.update(dict.fromkeys(m.tuned_with_weights))
-                points = [{}]
-            else:
-                overrides, points = {}, _points(m, rec, config.tune, config.max_grid)
-            for point in points:
-                given = {**overrides, **point}
-                if config.device is not None and "device" in m.parameters:
-                    given["device"] = config.device
-                params = m.check_params(rec, given)
-                stage = None
-                if m.staged:
-                    expensive = expensive_part(m.parameters, params)
-                    skey = params_hash({"method": ref, "recording": rec.name, "params": expensive})
-                    stage = stages.get(skey)
-                    if stage is None:
-                        stage = stages[skey] = StageUnit(label, ref, rec, params, skey, train)
-                        plan.stages.append(stage)
-                plan.units.append(SegmentUnit(label, ref, rec, point, params, stage, train))
+        _plan_method(plan, entry, config, ds, recs, weights_cache)
+    for name in config.if_time_allows:
+        verdict = admit(get_method(name), recs, tune=config.tune, max_grid=config.max_grid)
+        note = verdict.reason + (": included in 'all'" if verdict.admitted else
+                                 ": left out of 'all' (name it in --methods to run it anyway)")
+        log.info(note)
+        plan.notes.append(note)
+        if verdict.admitted:
+            _plan_method(plan, name, config, ds, recs, weights_cache)
     return plan
 
 

@@ -77,13 +77,13 @@ BUILD_TOOLS = ("numpy<2", "cython", "setuptools<81", "wheel")
 #: Requirements replaced by their headless / CPU builds.
 RENAMED = {"opencv-python": "opencv-python-headless", "tensorflow": "tensorflow-cpu"}
 #: GUI, notebook and developer tools in CaImAn's dependency list that running it never needs.
+#: (Not ipywidgets: ``caiman.base.movies`` imports it when CaImAn is imported, as a real setup showed.)
 DROPPED = frozenset(
     {
         "pyside6",
         "pyqt5",
         "pyqtgraph",
         "ipykernel",
-        "ipywidgets",
         "jupyter",
         "jupyter-bokeh",
         "tk",

@@ -201,6 +201,15 @@ class Method:
         """Small grid searched by leave-one-out tuning (name -> candidate values)."""
         return {}
 
+    def estimate_s(self, recording: Recording, params: Mapping[str, Any]) -> float | None:
+        """Estimated CPU seconds of one run on ``recording`` with ``params``, or None (no time model).
+
+        A method left out of ``--methods all`` (``in_default_run = False``)
+        joins it when its estimate fits the run's time budget
+        (:func:`bench.budget.admit`).
+        """
+        return None
+
     def check_params(self, recording: Recording, params: Mapping[str, Any] | None) -> dict[str, Any]:
         """The full parameter set for ``recording``: defaults overlaid with ``params``, validated.
 

@@ -87,6 +87,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -143,40 +144,48 @@ _CNN_FILES = ("cnn_model.json", "cnn_model.h5")
 _PROBE_TIMEOUT_S = 180.0
 
 _COMMON = {
-    "fr": Param(float, low=0.0, low_open=True, doc="frame rate (Hz)"),
-    "decay_time": Param(float, low=0.0, high=10.0, low_open=True, doc="indicator transient decay time (s)"),
-    "gSig": Param(int, low=1, high=100, doc="expected neuron half-size (px)"),
-    "p": Param(int, low=0, high=2, doc="order of the autoregressive model of the traces"),
-    "gnb": Param(int, low=1, high=10, doc="number of global background components"),
-    "merge_thr": Param(float, low=0.0, high=1.0, doc="correlation above which components are merged"),
-    "min_SNR": Param(float, low=0.0, high=100.0, doc="transient SNR a component must reach"),
-    "rval_thr": Param(float, low=-1.0, high=1.0, doc="space correlation a component must reach"),
+    "fr": Param(float, low=0.0, low_open=True, stage="expensive", doc="frame rate (Hz)"),
+    "decay_time": Param(float, low=0.0, high=10.0, low_open=True, stage="expensive",
+                        doc="indicator transient decay time (s)"),
+    "gSig": Param(int, low=1, high=100, stage="expensive", doc="expected neuron half-size (px)"),
+    "p": Param(int, low=0, high=2, stage="expensive", doc="order of the autoregressive model of the traces"),
+    "gnb": Param(int, low=1, high=10, stage="expensive", doc="number of global background components"),
+    "merge_thr": Param(float, low=0.0, high=1.0, stage="expensive",
+                       doc="correlation above which components are merged"),
     "mask_thr": Param(float, low=0.0, high=1.0, low_open=True, doc="mask = pixels above this fraction of the max"),
 }
 
 BATCH_PARAMS = {
     **_COMMON,
-    "K": Param(int, low=1, high=10000, doc="components per patch (per frame when rf = 0)"),
-    "rf": Param(int, low=0, high=10000, doc="patch half-size (px); 0 = no patches"),
-    "stride": Param(int, low=0, high=10000, doc="overlap between patches (px)"),
-    "method_init": Param(str, choices=("greedy_roi", "sparse_nmf"), doc="initialisation"),
-    "use_cnn": Param(bool, doc="also require CaImAn's CNN classifier (needs its model files)"),
+    # Batch evaluates its components after the fit: the acceptance thresholds are cheap.
+    "min_SNR": Param(float, low=0.0, high=100.0, doc="transient SNR that accepts a component"),
+    "rval_thr": Param(float, low=-1.0, high=1.0, doc="space correlation that accepts a component"),
+    "K": Param(int, low=1, high=10000, stage="expensive", doc="components per patch (per frame when rf = 0)"),
+    "rf": Param(int, low=0, high=10000, stage="expensive", doc="patch half-size (px); 0 = no patches"),
+    "stride": Param(int, low=0, high=10000, stage="expensive", doc="overlap between patches (px)"),
+    "method_init": Param(str, choices=("greedy_roi", "sparse_nmf"), stage="expensive", doc="initialisation"),
+    "use_cnn": Param(bool, stage="expensive", doc="also require CaImAn's CNN classifier (needs its model files)"),
     "min_cnn_thr": Param(float, low=0.0, high=1.0, doc="CNN probability a component must reach"),
     "cnn_lowest": Param(float, low=0.0, high=1.0, doc="components below this CNN probability are rejected"),
-    "cnn_model_dir": Param(str, doc="folder with cnn_model.json and cnn_model.h5 ('' = none)"),
-    "n_processes": Param(int, low=1, high=1024, doc="processes (1 = serial, fastest on few cores)"),
+    "cnn_model_dir": Param(str, stage="expensive", doc="folder with cnn_model.json and cnn_model.h5 ('' = none)"),
+    "n_processes": Param(int, low=1, high=1024, stage="expensive",
+                         doc="processes (1 = serial, fastest on few cores)"),
 }
 
 ONLINE_PARAMS = {
     **_COMMON,
-    "K": Param(int, low=1, high=10000, doc="components found by the initialisation"),
-    "init_batch": Param(int, low=10, doc="frames used to initialise"),
-    "init_method": Param(str, choices=("bare",), doc="initialisation of the first batch"),
-    "expected_comps": Param(int, low=1, high=100000, doc="maximum number of components (preallocated)"),
-    "max_num_added": Param(int, low=0, high=100, doc="new components tried per frame"),
-    "min_num_trial": Param(int, low=0, high=100, doc="candidate components tested per frame"),
-    "normalize": Param(bool, doc="normalise each pixel by its noise level"),
-    "epochs": Param(int, low=1, high=10, doc="passes over the movie"),
+    # OnACID applies them while it adds components, frame by frame: expensive.
+    "min_SNR": Param(float, low=0.0, high=100.0, stage="expensive", doc="transient SNR a new component must reach"),
+    "rval_thr": Param(float, low=-1.0, high=1.0, stage="expensive", doc="space correlation a new component must reach"),
+    "K": Param(int, low=1, high=10000, stage="expensive", doc="components found by the initialisation"),
+    "init_batch": Param(int, low=10, stage="expensive", doc="frames used to initialise"),
+    "init_method": Param(str, choices=("bare",), stage="expensive", doc="initialisation of the first batch"),
+    "expected_comps": Param(int, low=1, high=100000, stage="expensive",
+                            doc="maximum number of components (preallocated)"),
+    "max_num_added": Param(int, low=0, high=100, stage="expensive", doc="new components tried per frame"),
+    "min_num_trial": Param(int, low=0, high=100, stage="expensive", doc="candidate components tested per frame"),
+    "normalize": Param(bool, stage="expensive", doc="normalise each pixel by its noise level"),
+    "epochs": Param(int, low=1, high=10, stage="expensive", doc="passes over the movie"),
 }
 
 
@@ -273,7 +282,8 @@ def _cnn_model_dir() -> str:
         candidates.append(Path(os.environ["CAIMAN_DATA"]) / "model")
     candidates.append(Path.home() / "caiman_data" / "model")
     for d in candidates:
-        if all((d / f).is_file() for f in _CNN_FILES):
+        # An empty file is a failed download or a placeholder, not a model.
+        if all((d / f).is_file() and (d / f).stat().st_size > 0 for f in _CNN_FILES):
             return str(d)
     return ""
 
@@ -323,6 +333,7 @@ class CaimanBatch(_Caiman):
     name = "caiman-batch"
     description = "CaImAn Batch 1.x: CNMF (greedy_roi, patches) + refit + component evaluation (conda-forge caiman)"
     parameters = BATCH_PARAMS
+    staged = True
 
     def default_params(self, recording: Recording) -> dict[str, Any]:
         p = _common_defaults(recording)
@@ -352,7 +363,8 @@ class CaimanBatch(_Caiman):
         return p
 
     def param_grid(self, recording: Recording) -> dict[str, list]:
-        return {"min_SNR": [1.5, 2.0, 2.5], "rval_thr": [0.8, 0.85, 0.9]}
+        # All cheap: one CNMF per recording, then CaImAn's acceptance and the mask cut per point.
+        return {"min_SNR": [1.5, 2.0, 2.5], "mask_thr": [0.1, 0.2, 0.3]}
 
     def _check(self, recording: Recording, p: dict[str, Any]) -> None:
         rf, g = p["rf"], p["gSig"]
@@ -376,11 +388,12 @@ class CaimanBatch(_Caiman):
                     "~/caiman_data/model, or use_cnn=false",
                 )
 
-    def segment(self, recording: Recording, params: dict[str, Any]) -> Segmentation:
+    def prepare(self, recording: Recording, params: dict[str, Any], out: Path) -> dict[str, Any]:
+        """CNMF fit and refit, then CaImAn's quality metrics of every component (not yet the acceptance)."""
         p = self.check_params(recording, params)
         with _caiman_folders(p.get("cnn_model_dir") if p["use_cnn"] else None) as run_dir:
             t0 = time.perf_counter()
-            cm, cnmf, threshold_components = _import_caiman(self.name)
+            cm, cnmf, _ = _import_caiman(self.name)
             opts = cnmf.params.CNMFParams(params_dict=_batch_params_dict(p))
             dview = None
             if p["n_processes"] > 1:
@@ -399,27 +412,54 @@ class CaimanBatch(_Caiman):
                 cnm2 = cnm.refit(images, dview=dview)
                 est = cnm2.estimates
                 n_found = 0 if est.A is None else est.A.shape[1]
+                metrics: dict[str, np.ndarray] = {}
                 if n_found:
+                    # Computes SNR_comp, r_values (and cnn_preds): finish() applies the thresholds.
                     est.evaluate_components(images, cnm2.params, dview=dview)
-                    keep = np.asarray(est.idx_components, dtype=int)
-                    masks = _components_to_masks(threshold_components, est.A, dims, keep, p["mask_thr"])
-                else:
-                    keep = np.zeros(0, int)
-                    masks = Masks.empty(recording.frame_shape)
+                    metrics = {"snr": est.SNR_comp, "r_values": est.r_values}
+                    if p["use_cnn"] and getattr(est, "cnn_preds", None) is not None and len(est.cnn_preds):
+                        metrics["cnn_preds"] = est.cnn_preds
                 process_s = time.perf_counter() - t2
                 del images, yr
             finally:
                 if dview is not None:
                     cm.stop_server(dview=dview)
-        log.info("caiman-batch: %d components after refit, %d accepted, %d masks", n_found, len(keep), len(masks))
+        info = {"init_s": init_s, "process_s": process_s, "io_s": io_s, "n_frames": int(n_t), "n_found": n_found,
+                "versions": _versions(cm)}
+        _save_stage(out, est.A if n_found else None, tuple(int(d) for d in dims), info, metrics)
+        log.info("caiman-batch: %d components after refit", n_found)
+        return info
+
+    def finish(self, recording: Recording, params: dict[str, Any], stage: Path) -> Segmentation:
+        """CaImAn's own acceptance rule on the stored metrics, then the masks at ``mask_thr``."""
+        p = self.check_params(recording, params)
+        t0 = time.perf_counter()
+        a, dims, info, metrics = _load_stage(stage)
+        cm, cnmf, threshold_components = _import_caiman(self.name)
+        if a is None:
+            keep = np.zeros(0, int)
+        else:
+            from caiman.components_evaluation import select_components_from_metrics
+
+            quality = cnmf.params.CNMFParams(params_dict=_batch_params_dict(p)).quality
+            keep, _, _ = select_components_from_metrics(
+                a, dims, p["gSig"], metrics["r_values"], metrics["snr"],
+                r_values_min=p["rval_thr"], r_values_lowest=quality["rval_lowest"],
+                min_SNR=p["min_SNR"], min_SNR_reject=quality["SNR_lowest"],
+                thresh_cnn_min=p["min_cnn_thr"], thresh_cnn_lowest=p["cnn_lowest"],
+                use_cnn=p["use_cnn"] and "cnn_preds" in metrics, predictions=metrics.get("cnn_preds"),
+            )
+            keep = np.asarray(keep, dtype=int)
+        masks = _components_to_masks(threshold_components, a, dims, keep, p["mask_thr"])
+        log.info("caiman-batch: %d of %d components accepted, %d masks", len(keep), info["n_found"], len(masks))
         return Segmentation(
             masks=masks,
             params=p,
-            init_s=init_s,
-            process_s=process_s,
-            io_s=io_s,
-            n_frames=int(n_t),
-            versions=_versions(cm),
+            init_s=info["init_s"],
+            process_s=info["process_s"] + time.perf_counter() - t0,
+            io_s=info["io_s"],
+            n_frames=info["n_frames"],
+            versions=info["versions"],
         )
 
 
@@ -453,6 +493,7 @@ class CaimanOnline(_Caiman):
     name = "caiman-online"
     description = "CaImAn Online 1.x: OnACID, bare initialisation, no motion correction (conda-forge caiman)"
     parameters = ONLINE_PARAMS
+    staged = True
 
     def default_params(self, recording: Recording) -> dict[str, Any]:
         p = _common_defaults(recording)
@@ -473,8 +514,8 @@ class CaimanOnline(_Caiman):
         return p
 
     def param_grid(self, recording: Recording) -> dict[str, list]:
-        g = _gsig(recording)
-        return {"min_SNR": [1.0, 1.5, 2.5], "gSig": sorted({max(2, round(0.75 * g)), g, round(1.25 * g)})}
+        # One OnACID per min_SNR (it decides which components are added); the mask cut is cheap.
+        return {"min_SNR": [1.0, 1.5, 2.5], "mask_thr": [0.1, 0.2, 0.3]}
 
     def _check(self, recording: Recording, p: dict[str, Any]) -> None:
         if p["init_batch"] >= recording.n_frames:
@@ -483,11 +524,12 @@ class CaimanOnline(_Caiman):
                 f"got {p['init_batch']}"
             )
 
-    def segment(self, recording: Recording, params: dict[str, Any]) -> Segmentation:
+    def prepare(self, recording: Recording, params: dict[str, Any], out: Path) -> dict[str, Any]:
+        """OnACID over the movie; its components' footprints are the stage."""
         p = self.check_params(recording, params)
         with _caiman_folders(None) as run_dir:
             t0 = time.perf_counter()
-            cm, cnmf, threshold_components = _import_caiman(self.name)
+            cm, cnmf, _ = _import_caiman(self.name)
             from caiman.source_extraction.cnmf.online_cnmf import OnACID
 
             setup_s = time.perf_counter() - t0
@@ -504,25 +546,39 @@ class CaimanOnline(_Caiman):
             fit_s = time.perf_counter() - t3
             t_init = float(cnm.t_init)
             t_frames = float(np.sum(cnm.t_online)) if len(cnm.t_online) else 0.0
-
-            t4 = time.perf_counter()
             est = cnm.estimates
             n_found = 0 if est.A is None else est.A.shape[1]
-            dims = tuple(int(d) for d in est.dims)
-            if n_found:
-                masks = _components_to_masks(threshold_components, est.A, dims, np.arange(n_found), p["mask_thr"])
-            else:
-                masks = Masks.empty(recording.frame_shape)
-            thr_s = time.perf_counter() - t4
-        log.info("caiman-online: %d components, %d masks", n_found, len(masks))
+            dims = tuple(int(d) for d in est.dims) if n_found else tuple(recording.frame_shape)
+        info = {
+            # As in the papers: initialisation apart from the per-frame processing.
+            "init_s": setup_s + t_init,
+            "process_s": t_frames,
+            "io_s": write_s + max(0.0, fit_s - t_init - t_frames),
+            "n_frames": int(recording.n_frames - p["init_batch"]),
+            "n_found": n_found,
+            "versions": _versions(cm),
+        }
+        _save_stage(out, est.A if n_found else None, dims, info, {})
+        log.info("caiman-online: %d components", n_found)
+        return info
+
+    def finish(self, recording: Recording, params: dict[str, Any], stage: Path) -> Segmentation:
+        """Every OnACID component, as a mask at ``mask_thr``."""
+        p = self.check_params(recording, params)
+        t0 = time.perf_counter()
+        a, dims, info, _ = _load_stage(stage)
+        _, _, threshold_components = _import_caiman(self.name)
+        keep = np.arange(0 if a is None else a.shape[1])
+        masks = _components_to_masks(threshold_components, a, dims, keep, p["mask_thr"])
+        log.info("caiman-online: %d components, %d masks", info["n_found"], len(masks))
         return Segmentation(
             masks=masks,
             params=p,
-            init_s=setup_s + t_init,
-            process_s=t_frames + thr_s,
-            io_s=write_s + max(0.0, fit_s - t_init - t_frames),
-            n_frames=int(recording.n_frames - p["init_batch"]),
-            versions=_versions(cm),
+            init_s=info["init_s"],
+            process_s=info["process_s"] + time.perf_counter() - t0,
+            io_s=info["io_s"],
+            n_frames=info["n_frames"],
+            versions=info["versions"],
         )
 
 
@@ -641,6 +697,31 @@ def _write_hdf5(recording: Recording, path: Path) -> Path:
             ds[start : start + len(chunk)] = np.asarray(chunk, dtype=np.float32)
             start += len(chunk)
     return path
+
+
+def _save_stage(out: Path, a, dims: tuple[int, int], info: dict, metrics: dict[str, np.ndarray]) -> None:
+    """The expensive stage's result: footprints ``a`` (pixels x components, sparse), metrics, timings."""
+    import scipy.sparse as sp
+
+    out.mkdir(parents=True, exist_ok=True)
+    if a is not None:
+        sp.save_npz(out / "footprints.npz", sp.csc_matrix(a))
+    np.savez(out / "metrics.npz", **{k: np.asarray(v, dtype=float) for k, v in metrics.items()})
+    (out / "stage.json").write_text(json.dumps({**info, "dims": list(dims)}))
+
+
+def _load_stage(stage: Path):
+    """``(a or None, dims, info, metrics)`` as :func:`_save_stage` wrote them."""
+    import scipy.sparse as sp
+
+    try:
+        info = json.loads((stage / "stage.json").read_text())
+        a = sp.load_npz(stage / "footprints.npz") if (stage / "footprints.npz").is_file() else None
+        with np.load(stage / "metrics.npz", allow_pickle=False) as z:
+            metrics = {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"unreadable CaImAn stage ({type(exc).__name__}: {exc})", path=stage) from exc
+    return a, tuple(int(d) for d in info["dims"]), info, metrics
 
 
 def _components_to_masks(threshold_components, a, dims: tuple[int, int], keep: np.ndarray, thr: float) -> Masks:

@@ -3,7 +3,10 @@
 HNCcorr segments cells one candidate seed at a time by a parametric minimum
 cut on a correlation-similarity graph of a patch around the seed. As in its
 published usage, it runs on a temporally averaged movie: every
-``average_frames`` (default 10) consecutive frames are averaged into one.
+``average_frames`` consecutive frames are averaged into one. Its authors
+averaged 10 frames of Neurofinder's 7 Hz movies, 1.4 s; the default keeps
+those 1.4 s at the recording's rate (:data:`AVERAGE_S`): 10 frames at 7 Hz,
+42 at 30 Hz.
 
 Parameters derived from the recording (:meth:`HNCcorr.default_params`), with
 the neuron diameter ``d = 12 um / um_per_px`` (HNCcorr's defaults, 80 / 40 /
@@ -66,6 +69,11 @@ INSTALL_HINT = (
     "&& pip install scikit-learn networkx)"
 )
 NEURON_DIAMETER_UM = 12.0
+#: CPU seconds per pixel pair of one seed's patch, and per pair and averaged frame (:meth:`HNCcorr.estimate_s`).
+S_PER_PAIR = 2.8e-7
+S_PER_PAIR_FRAME = 6.1e-10
+#: Seconds of movie averaged into one frame (HNCcorr's published 10 frames at Neurofinder's 7 Hz).
+AVERAGE_S = 1.4
 
 #: Parameters passed through to ``HNCcorrConfig``.
 CONFIG_KEYS = (
@@ -134,7 +142,7 @@ class HNCcorr(Method):
         pref = max(4, round(math.pi * d * d / 4))
         patch = max(15, 2 * round(1.45 * d) + 1)
         return {
-            "average_frames": 10,
+            "average_frames": max(1, round(AVERAGE_S * float(recording.fps))),
             "percentage_of_seeds": 0.4,
             "postprocessor_min_cell_size": max(1, round(pref / 2)),
             "postprocessor_max_cell_size": round(2.5 * pref),
@@ -144,6 +152,30 @@ class HNCcorr(Method):
             "seeder_grid_size": max(1, round(d / 2)),
             "seeder_exclusion_padding": max(0, round(0.4 * d)),
         }
+
+    def estimate_s(self, recording: Recording, params: dict[str, Any]) -> float:
+        """Estimated CPU seconds of ``HNCcorr.segment`` (one BLAS thread).
+
+        ``seeds x seconds_per_seed``. Seeds: HNCcorr's seeder keeps the best
+        pixel of each ``seeder_grid_size`` block, then the top
+        ``percentage_of_seeds`` of them (an upper bound: seeds inside cells
+        already found are skipped). A seed compares every pair of the
+        ``n = patch_size ** 2`` pixels of its patch: ``n ** 2 x (a + b x
+        averaged frames)``, with ``a`` = :data:`S_PER_PAIR` and ``b`` =
+        :data:`S_PER_PAIR_FRAME` fitted to CPU seconds on a 96 x 96 crop of
+        ``synthetic`` syn07, 14 seeds of a 45 px patch (18.3 s with 60
+        averaged frames, 24.6 s with 240), and checked on ``synthetic-tiny``
+        tiny00, 31 px patch, 160 seeds: 35.9 s measured, 46 s estimated.
+        Measured on the 2-core Intel Xeon development machine under load
+        (wall times were 3-4 times the CPU times, so the model counts CPU seconds).
+        """
+        p = {**self.default_params(recording), **params}
+        h, w = recording.frame_shape
+        g = max(1, int(p["seeder_grid_size"]))
+        seeds = float(p["percentage_of_seeds"]) * math.ceil(h / g) * math.ceil(w / g)
+        frames = math.ceil(recording.n_frames / max(1, int(p["average_frames"])))
+        pairs = float(int(p["patch_size"]) ** 2) ** 2
+        return seeds * pairs * (S_PER_PAIR + S_PER_PAIR_FRAME * frames)
 
     def param_grid(self, recording: Recording) -> dict[str, list]:
         pref = self.default_params(recording)["postprocessor_preferred_cell_size"]

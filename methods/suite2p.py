@@ -51,6 +51,7 @@ classification).
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import shutil
 import tempfile
@@ -81,15 +82,18 @@ DEFAULT_TAU = 1.0
 NEURON_DIAMETER_UM = 12.0
 
 PARAMS = {
-    "device": Param(str, choices=("cpu", "cuda"), doc="torch device"),
-    "fs": Param(float, low=0.0, low_open=True, doc="frame rate (Hz)"),
-    "tau": Param(float, low=0.0, high=10.0, low_open=True, doc="indicator decay time (s)"),
-    "diameter": Param(float, low=1.0, doc="neuron diameter (px)"),
-    "algorithm": Param(str, choices=("sparsery", "sourcery"), doc="functional detection algorithm"),
-    "threshold_scaling": Param(float, low=0.0, high=100.0, low_open=True, doc="detection threshold multiplier"),
-    "spatial_scale": Param(int, low=0, high=4, doc="sparsery scale: 0 auto, 1=6 px, 2=12, 3=24, 4=48"),
-    "highpass_time": Param(int, low=1, doc="running-mean high-pass window (bins)"),
-    "max_overlap": Param(float, low=0.0, high=1.0, doc="ROIs overlapping more than this are discarded"),
+    "device": Param(str, choices=("cpu", "cuda"), stage="expensive", doc="torch device"),
+    "fs": Param(float, low=0.0, low_open=True, stage="expensive", doc="frame rate (Hz)"),
+    "tau": Param(float, low=0.0, high=10.0, low_open=True, stage="expensive", doc="indicator decay time (s)"),
+    "diameter": Param(float, low=1.0, stage="expensive", doc="neuron diameter (px)"),
+    "algorithm": Param(str, choices=("sparsery", "sourcery"), stage="expensive", doc="functional detection algorithm"),
+    "threshold_scaling": Param(float, low=0.0, high=100.0, low_open=True, stage="expensive",
+                               doc="detection threshold multiplier"),
+    "spatial_scale": Param(int, low=0, high=4, stage="expensive",
+                           doc="sparsery scale: 0 auto, 1=6 px, 2=12, 3=24, 4=48"),
+    "highpass_time": Param(int, low=1, stage="expensive", doc="running-mean high-pass window (bins)"),
+    "max_overlap": Param(float, low=0.0, high=1.0, stage="expensive",
+                         doc="ROIs overlapping more than this are discarded"),
     "use_classifier": Param(bool, doc="keep only ROIs the built-in classifier labels cells"),
     "exclude_overlap": Param(bool, doc="drop pixels shared with other ROIs from the masks"),
     "lam_threshold": Param(float, low=0.0, high=1.0, doc="keep footprint pixels with lam >= this x max lam"),
@@ -114,6 +118,7 @@ class Suite2p(Method):
     default_timeout_s = 3600.0
     devices = ("cpu", "cuda")
     parameters = PARAMS
+    staged = True
 
     def is_available(self) -> tuple[bool, str]:
         if importlib.util.find_spec("suite2p") is None:
@@ -140,10 +145,12 @@ class Suite2p(Method):
         }
 
     def param_grid(self, recording: Recording) -> dict[str, list]:
-        return {"threshold_scaling": [0.5, 0.8, 1.2], "use_classifier": [False, True]}
+        # One Suite2p run per threshold; the classifier and the footprint cut are cheap (the stored ROIs).
+        return {"threshold_scaling": [0.5, 0.8, 1.2], "use_classifier": [False, True], "lam_threshold": [0.1, 0.2]}
 
-    # ------------------------------------------------------------------ run
-    def segment(self, recording: Recording, params: dict[str, Any]) -> Segmentation:
+    # ------------------------------------------------------------------ stages
+    def prepare(self, recording: Recording, params: dict[str, Any], out: Path) -> dict[str, Any]:
+        """Suite2p's pipeline (detection, extraction, classifier): every ROI with its weights and label."""
         p = self.check_params(recording, params)
         t0 = time.perf_counter()
         with torchvision_without_compiled_ops():
@@ -168,8 +175,8 @@ class Suite2p(Method):
             save.mkdir()
             t2 = time.perf_counter()
             try:
-                out = suite2p.pipeline(str(save), f_reg=movie, run_registration=False, settings=settings, device=device)
-                stat, iscell = out[2], out[8]
+                res = suite2p.pipeline(str(save), f_reg=movie, run_registration=False, settings=settings, device=device)
+                stat, iscell = res[2], res[8]
             except ValueError as exc:
                 if "no ROIs" not in str(exc):
                     raise
@@ -179,19 +186,59 @@ class Suite2p(Method):
             del movie
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
+        info = {"init_s": init_s, "process_s": process_s, "io_s": io_s, "n_frames": recording.n_frames,
+                "n_rois": len(stat), "versions": package_versions("suite2p", "torch", "numpy", "cellpose")}
+        _save_rois(out, stat, iscell, info)
+        return info
 
+    def finish(self, recording: Recording, params: dict[str, Any], stage: Path) -> Segmentation:
+        """The masks of the stored ROIs by the cheap parameters (classifier, overlap, ``lam_threshold``)."""
+        p = self.check_params(recording, params)
+        t0 = time.perf_counter()
+        stat, iscell, info = _load_rois(stage)
         masks = _stat_to_masks(
             stat, iscell, recording.frame_shape, p["use_classifier"], p["exclude_overlap"], p["lam_threshold"]
         )
         return Segmentation(
             masks=masks,
             params=p,
-            init_s=init_s,
-            process_s=process_s,
-            io_s=io_s,
-            n_frames=recording.n_frames,
-            versions=package_versions("suite2p", "torch", "numpy", "cellpose"),
+            init_s=info["init_s"],
+            process_s=info["process_s"] + time.perf_counter() - t0,
+            io_s=info["io_s"],
+            n_frames=info["n_frames"],
+            versions=info["versions"],
         )
+
+
+_ROI_FIELDS = ("ypix", "xpix", "lam", "overlap")
+
+
+def _save_rois(out: Path, stat, iscell, info: dict) -> None:
+    """Each ROI's pixels, weights and overlap flags as flat arrays with offsets (no pickles), and the labels."""
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = np.array([len(s["ypix"]) for s in stat], dtype=np.int64)
+    arrays = {"offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)}
+    for key in _ROI_FIELDS:
+        parts = [np.asarray(s[key]) if key in s else np.ones(len(s["ypix"])) for s in stat]
+        arrays[key] = np.concatenate(parts) if parts else np.zeros(0)
+    arrays["iscell"] = np.zeros((0, 2)) if iscell is None else np.asarray(iscell, dtype=float)
+    np.savez(out / "rois.npz", **arrays)
+    (out / "stage.json").write_text(json.dumps(info))
+
+
+def _load_rois(stage: Path) -> tuple[list[dict], np.ndarray | None, dict]:
+    try:
+        info = json.loads((stage / "stage.json").read_text())
+        with np.load(stage / "rois.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"unreadable Suite2p stage ({type(exc).__name__}: {exc})", path=stage) from exc
+    off = arrays["offsets"]
+    stat = [{k: arrays[k][off[i] : off[i + 1]] for k in _ROI_FIELDS} for i in range(len(off) - 1)]
+    for s in stat:
+        s["overlap"] = s["overlap"].astype(bool)
+    iscell = arrays["iscell"] if len(arrays["iscell"]) else None
+    return stat, iscell, info
 
 
 def _settings(settings: dict, p: dict[str, Any]) -> dict:

@@ -269,3 +269,31 @@ def test_finds_the_neurons_of_a_toy_movie_in_a_worker(tmp_path, name, min_f1):
     job = tmp_path / "job"
     assert not list((job / "caiman").glob("caiman-run-*"))
     assert not (job / "home" / "caiman_data").exists()
+
+
+@pytest.mark.slow
+def test_batch_acceptance_and_mask_cut_reuse_one_cnmf_fit(tmp_path):
+    """The thresholds are cheap: one prepare (CNMF), then finishes at several points on its stored metrics."""
+    from methods.params import expensive_part
+    from methods.worker import WorkerLimits, run_in_worker
+
+    method = base.get_method("caiman-batch")
+    ok, reason = method.is_available()
+    if not ok:
+        pytest.skip(reason)
+    rec = toy_recording(tmp_path)
+    loose, strict = {"min_SNR": 1.0, "rval_thr": 0.5}, {"min_SNR": 100.0, "rval_thr": 1.0}
+    p = [method.check_params(rec, q) for q in (loose, strict, {**loose, "mask_thr": 0.6})]
+    assert expensive_part(method.parameters, p[0]) == expensive_part(method.parameters, p[1])
+    limits = WorkerLimits(timeout_s=600, threads=2)
+    stage = tmp_path / "stage"
+    res = run_in_worker("caiman-batch", rec, {}, limits=limits, action="prepare", stage=stage)
+    assert res.ok, f"{res.status}: {res.message}\n{res.log_tail}"
+    segs = []
+    for q in (loose, strict, {**loose, "mask_thr": 0.6}):
+        r = run_in_worker("caiman-batch", rec, q, limits=limits, action="finish", stage=stage)
+        assert r.ok, f"{r.status}: {r.message}\n{r.log_tail}"
+        segs.append(r.segmentation)
+    assert len(segs[0].masks) >= 3 and len(segs[1].masks) < len(segs[0].masks)
+    # A higher cut keeps fewer pixels of the same components.
+    assert len(segs[2].masks) == len(segs[0].masks) and segs[2].masks.areas.sum() < segs[0].masks.areas.sum()

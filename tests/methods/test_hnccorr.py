@@ -29,7 +29,8 @@ def test_default_params_follow_the_pixel_size():
     assert p["postprocessor_preferred_cell_size"] == 79
     assert (p["postprocessor_min_cell_size"], p["postprocessor_max_cell_size"]) == (40, 198)
     assert p["patch_size"] == 29 and p["negative_seed_circle_radius"] == 10
-    assert p["average_frames"] == 10 and p["percentage_of_seeds"] == 0.4
+    # HNCcorr's published 10 frames at 7 Hz (1.4 s), kept in seconds at this recording's rate
+    assert p["average_frames"] == round(1.4 * rec.fps) and p["percentage_of_seeds"] == 0.4
     coarse = Recording("c", ArrayMovie(np.zeros((20, 64, 64))), fps=30.0, um_per_px=2.4)
     q = HNCcorr().default_params(coarse)
     assert q["postprocessor_preferred_cell_size"] == 20 and q["patch_size"] % 2 == 1
@@ -87,7 +88,7 @@ def test_hnccorr_finds_cells_in_a_tiny_movie(capsys):
     score = match(rec.ground_truth(), seg.masks, iou=0.5, rule="suns")
     assert score.tp >= 1, score.summary()
     assert seg.n_frames == 600 and seg.process_s > 0
-    assert seg.versions["hnccorr"].startswith("2020") and seg.params["average_frames"] == 10
+    assert seg.versions["hnccorr"].startswith("2020") and seg.params["average_frames"] == round(1.4 * rec.fps)
     if not hasattr(np, "product"):
         assert "product" not in np.__dict__  # the numpy-2 alias did not leak into numpy
     print(f"hnccorr: {score.summary()} fps={seg.frames_per_s:.0f} init={seg.init_s:.1f}s")

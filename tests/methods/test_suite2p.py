@@ -76,7 +76,7 @@ def test_default_params_follow_the_recording():
     unknown = Recording("u", rec.movie, fps=10.0, um_per_px=1.0)
     assert Suite2p().default_params(unknown)["tau"] == 1.0
     grid = Suite2p().param_grid(rec)
-    assert grid == {"threshold_scaling": [0.5, 0.8, 1.2], "use_classifier": [False, True]}
+    assert grid == {"threshold_scaling": [0.5, 0.8, 1.2], "use_classifier": [False, True], "lam_threshold": [0.1, 0.2]}
 
 
 @pytest.mark.parametrize(
