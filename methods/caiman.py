@@ -57,6 +57,16 @@ or ``~/caiman_data/model`` when the parameters are made; their folder is
 passed as ``cnn_model_dir`` and linked into the worker's private CaImAn data
 folder.
 
+Stages. Batch: :meth:`CaimanBatch.prepare` runs fit, refit and
+``estimates.evaluate_components`` and stores the footprints ``A`` with each
+component's SNR, space correlation (and CNN probability); :meth:`CaimanBatch.finish`
+applies CaImAn's own acceptance rule (``components_evaluation.select_components_from_metrics``:
+above the upper threshold of at least one metric and the lower one of all)
+with ``min_SNR``, ``rval_thr``, ``min_cnn_thr`` and ``cnn_lowest``, then cuts
+the masks at ``mask_thr``: its whole leave-one-out grid shares one CNMF fit per
+recording. Online: the thresholds decide which components OnACID adds while
+it runs, so they are expensive; only ``mask_thr`` is cheap.
+
 Movie files: the movie is written into a fresh folder under ``CAIMAN_TEMP``
 (the worker's private folder; the system temporary folder outside a worker),
 never into the project or HOME: for Batch as CaImAn's C-order memory map

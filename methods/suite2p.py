@@ -34,6 +34,15 @@ With ``use_classifier`` true only ROIs with ``iscell == 1`` are kept, with
 Suite2p's built-in classifier (``use_builtin_classifier=True``), so that a user
 classifier under ``~/.suite2p`` can never change the result.
 
+Stages: :meth:`Suite2p.prepare` runs the pipeline and stores every ROI
+(pixels, ``lam``, overlap flags, as flat arrays: no pickles) with the
+classifier's labels; :meth:`Suite2p.finish` applies ``use_classifier``,
+``exclude_overlap`` and ``lam_threshold``. Leave-one-out tuning therefore runs
+Suite2p once per ``threshold_scaling`` and recording, however many mask rules
+the grid tries. ``spatial_scale`` stays 0 (Suite2p's own estimate): fixing it
+from the diameter (2, i.e. 12 px, on the benchmark's pixel sizes) gave the
+same ROIs on ``synthetic`` syn07.
+
 Import and HOME: ``import suite2p`` creates ``~/.suite2p/`` (and matplotlib and
 pynwb write under ``~/.config`` and ``~/.cache``); run it through
 :func:`methods.worker.run_in_worker`, which gives it a private HOME. Each run

@@ -5,7 +5,9 @@
 #   3. train the shipped STNeuroNet weights with the paper's schedule (144x144x120 crops, batch 3, Adam 5e-4)
 #      for as many iterations as the time box allows, threshold and minimum area tuned on the training split,
 #      a learning curve on the test split (validation F1 every N iterations),
-#   4. the CUDA tests.
+#   4. streaming STNeuroNet on CUDA (256x256 and 512x512 at 30 Hz, replayed at the recording rate) and tiled
+#      inference against frame size (1024, 2048),
+#   5. the CUDA tests.
 # Results go to $OUT (default reports/gpu/out): perf JSON, weights + metadata, logs.
 # Usage: BUDGET_S=540 bash reports/gpu/session.sh
 set -uo pipefail
@@ -32,6 +34,24 @@ python3 -m stnn perf --size 488 --frames 1200 --device cuda --windows-per-batch 
 tail -3 "$OUT/perf.log"; cat "$OUT/perf-cuda-488.json"
 python3 -m stnn perf --size 488 --frames 1200 --device cuda --windows-per-batch 4 --precision fp32 --json \
   > "$OUT/perf-cuda-488-fp32.json" 2>> "$OUT/perf.log"
+
+echo "== stream and tiles ($(elapsed) s)"
+python3 - <<'PY'
+import numpy as np
+rng = np.random.default_rng(0)
+for side in (256, 512):  # 1,800 frames at 30 Hz: three 120-binned-frame windows
+    np.save(f"/tmp/stream{side}.npy", rng.poisson(60, size=(1800, side, side)).astype(np.uint16))
+PY
+for s in 256 512; do
+  timeout 120 python3 -m stnn stream /tmp/stream$s.npy --fps 30 --um-per-px 0.78 --replay-fps 30 --device cuda --json \
+    > "$OUT/stream-cuda-$s.json" 2>> "$OUT/stream.log"; tail -c 400 "$OUT/stream-cuda-$s.json"
+done
+for s in 1024 2048; do
+  timeout 120 python3 -m stnn perf --size $s --frames 240 --device cuda --tile auto --json > "$OUT/perf-cuda-$s.json" \
+    2>> "$OUT/perf.log"
+done
+timeout 120 python3 -m stnn perf --size 1024 --frames 240 --device cuda --tile off --json \
+  > "$OUT/perf-cuda-1024-untiled.json" 2>> "$OUT/perf.log"
 
 echo "== train ($(elapsed) s)"
 TRAIN_S=$(( BUDGET_S - $(elapsed) - 30 ))

@@ -145,4 +145,4 @@ def test_fetch_train_in_the_run_resume_and_report(tmp_path, http_server, writers
     # A second run (another folder) trains nothing: the weights are reused from the cache.
     calls.clear()
     assert main(_run_args(tmp_path / "run2", schedule)) == 0
-    assert calls.count("train") == 0 and calls.count("prepare") == 2
+    assert calls.count("train") == 0 and calls.count("prepare") == 3  # stnn, unet2ds and suite2p stages
