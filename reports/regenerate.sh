@@ -3,6 +3,8 @@
 #   bash reports/regenerate.sh published   # score the published ABO outputs in ../shared/fixtures (about 2 min)
 #   bash reports/regenerate.sh default     # the README's main job on the synthetic data set
 #   bash reports/regenerate.sh stnn        # shipped STNeuroNet weights on the synthetic test split (about 2 min)
+#   bash reports/regenerate.sh peers       # default vs tuned peers on synthetic and synthetic-neurofinder (CaImAn
+#                                          # configured by `bench setup caiman`; about 45 min on 2 cores)
 #   bash reports/regenerate.sh tables      # only redraw every report from its committed results table
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,18 @@ case "$what" in
   published) published stnn; published suns ;;
   default) python -m bench run --out reports/synthetic --force ;;
   stnn) python -m bench run --dataset synthetic --methods stnn --tune none --split test --out reports/synthetic-stnn --force --quiet ;;
+  peers)
+    m=suite2p,caiman-batch,caiman-online,stnn,unet2ds
+    for ds in synthetic synthetic-neurofinder; do
+      # CaImAn Online's tuning (three OnACID runs per recording) is left out on synthetic-neurofinder for time.
+      loo=$m; [ "$ds" = synthetic-neurofinder ] && loo=suite2p,caiman-batch,stnn,unet2ds
+      python -m bench run --dataset $ds --methods $loo --tune loo --out runs/peers-$ds --force --quiet
+      mkdir -p reports/peers/$ds-loo && cp runs/peers-$ds/results.csv reports/peers/$ds-loo/
+      python -m bench report reports/peers/$ds-loo --out reports/peers/$ds-loo/report
+      python -m bench run --dataset $ds --methods $m --tune none --out runs/peers-$ds --resume --quiet
+      mkdir -p reports/peers/$ds-default && cp runs/peers-$ds/results.csv reports/peers/$ds-default/
+      python -m bench report reports/peers/$ds-default --out reports/peers/$ds-default/report
+    done ;;
   tables) for d in reports/*/; do [ -f "$d/results.csv" ] && python -m bench report "$d" --out "$d/report"; done ;;
-  *) echo "usage: $0 published|default|stnn|tables" >&2; exit 2 ;;
+  *) echo "usage: $0 published|default|stnn|peers|tables" >&2; exit 2 ;;
 esac

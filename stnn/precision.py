@@ -25,7 +25,8 @@ import torch
 
 from datasets.errors import InputError
 
-__all__ = ["PRECISIONS", "cpu_has_native_bf16", "resolve_precision", "precision_name", "autocast", "autocast_for"]
+__all__ = ["PRECISIONS", "cpu_model_name", "cpu_bf16_flags", "cpu_has_native_bf16", "resolve_precision",
+           "precision_name", "autocast", "autocast_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,24 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 _NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def cpu_bf16_flags() -> tuple[str, ...]:
+    """The bfloat16 instruction sets this CPU reports (``avx512_bf16``, ``amx_bf16``), detected at run time."""
+    return tuple(f for f in _BF16_FLAGS if f in _cpuinfo_flags())
 
 
 def _cpuinfo_flags() -> set[str]:

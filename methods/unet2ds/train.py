@@ -157,17 +157,12 @@ class _Sampler:
 
 
 def _hardware(threads: int) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from stnn.precision import cpu_bf16_flags, cpu_model_name
+
     return {
         "device": "cpu",
-        "cpu": cpu,
+        "cpu": cpu_model_name(),
+        "cpu_bf16": list(cpu_bf16_flags()),
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,
         "python": platform.python_version(),

@@ -128,7 +128,10 @@ def hardware_description(device: torch.device | str | None = None) -> str:
     if dev.type == "cuda" and torch.cuda.is_available():
         name = torch.cuda.get_device_name(dev)
     else:
-        name = f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+        from stnn.precision import cpu_bf16_flags, cpu_model_name
+
+        bf16 = "+".join(cpu_bf16_flags()) or "no native bf16"
+        name = f"CPU {cpu_model_name()} ({torch.get_num_threads()} threads; {bf16})"
     return f"{name}; torch {torch.__version__}; {platform.system()} {platform.release()}"
 
 
