@@ -133,18 +133,7 @@ def select_methods(spec: str) -> tuple[str, ...]:
     An entry may carry a label for the tables: ``'ST=files:out/ST_{recording}.mat'``.
     """
     if spec.strip() == "all":
-        chosen = []
-        for name, m in methods().items():
-            if isinstance(m, Exception) or m.needs_argument:
-                continue
-            if not m.in_default_run:
-                continue  # slow_methods() may admit it, by the run's time budget
-            ok, reason = m.is_available()
-            if ok:
-                chosen.append(name)
-            else:
-                log.info("skipping method %s: %s", name, reason)
-        return tuple(chosen)
+        return _available_for_all(slow=False)  # slow_methods() may add the others, by the run's time budget
     names = tuple(s.strip() for s in spec.split(",") if s.strip())
     if not names:
         raise InputError(f"--methods {spec!r} names no method", hint="e.g. --methods stnn,suite2p, or 'all'")
@@ -159,9 +148,14 @@ def select_methods(spec: str) -> tuple[str, ...]:
 
 def slow_methods() -> tuple[str, ...]:
     """Available methods that ``--methods all`` adds only when the run's time allows (:func:`bench.budget.admit`)."""
+    return _available_for_all(slow=True)
+
+
+def _available_for_all(slow: bool) -> tuple[str, ...]:
+    """Available methods that need no argument, in the default run (``slow=False``) or out of it."""
     chosen = []
     for name, m in methods().items():
-        if isinstance(m, Exception) or m.needs_argument or m.in_default_run:
+        if isinstance(m, Exception) or m.needs_argument or m.in_default_run == slow:
             continue
         ok, reason = m.is_available()
         if ok:

@@ -67,6 +67,21 @@ class Segmentation:
     versions: dict = field(default_factory=dict)
     snapshots: list = field(default_factory=list)
 
+    @classmethod
+    def from_stage(cls, masks: Masks, params: dict[str, Any], stage_info: Mapping[str, Any],
+                   finish_s: float = 0.0) -> Segmentation:
+        """A staged method's result: the expensive stage's timings (``init_s``, ``process_s``, ``io_s``,
+        ``n_frames``, ``versions`` as its ``prepare`` returned them) plus ``finish_s`` of the cheap stage."""
+        return cls(
+            masks=masks,
+            params=params,
+            init_s=stage_info["init_s"],
+            process_s=stage_info["process_s"] + finish_s,
+            io_s=stage_info["io_s"],
+            n_frames=stage_info["n_frames"],
+            versions=stage_info["versions"],
+        )
+
     @property
     def frames_per_s(self) -> float:
         """Frames per processing second (NaN when not timed)."""

@@ -462,15 +462,7 @@ class CaimanBatch(_Caiman):
             keep = np.asarray(keep, dtype=int)
         masks = _components_to_masks(threshold_components, a, dims, keep, p["mask_thr"])
         log.info("caiman-batch: %d of %d components accepted, %d masks", len(keep), info["n_found"], len(masks))
-        return Segmentation(
-            masks=masks,
-            params=p,
-            init_s=info["init_s"],
-            process_s=info["process_s"] + time.perf_counter() - t0,
-            io_s=info["io_s"],
-            n_frames=info["n_frames"],
-            versions=info["versions"],
-        )
+        return Segmentation.from_stage(masks, p, info, time.perf_counter() - t0)
 
 
 def _batch_params_dict(p: dict[str, Any]) -> dict:
@@ -581,15 +573,7 @@ class CaimanOnline(_Caiman):
         keep = np.arange(0 if a is None else a.shape[1])
         masks = _components_to_masks(threshold_components, a, dims, keep, p["mask_thr"])
         log.info("caiman-online: %d components, %d masks", info["n_found"], len(masks))
-        return Segmentation(
-            masks=masks,
-            params=p,
-            init_s=info["init_s"],
-            process_s=info["process_s"] + time.perf_counter() - t0,
-            io_s=info["io_s"],
-            n_frames=info["n_frames"],
-            versions=info["versions"],
-        )
+        return Segmentation.from_stage(masks, p, info, time.perf_counter() - t0)
 
 
 def _online_params_dict(p: dict[str, Any], fname: Path) -> dict:

@@ -208,15 +208,7 @@ class Suite2p(Method):
         masks = _stat_to_masks(
             stat, iscell, recording.frame_shape, p["use_classifier"], p["exclude_overlap"], p["lam_threshold"]
         )
-        return Segmentation(
-            masks=masks,
-            params=p,
-            init_s=info["init_s"],
-            process_s=info["process_s"] + time.perf_counter() - t0,
-            io_s=info["io_s"],
-            n_frames=info["n_frames"],
-            versions=info["versions"],
-        )
+        return Segmentation.from_stage(masks, p, info, time.perf_counter() - t0)
 
 
 _ROI_FIELDS = ("ypix", "xpix", "lam", "overlap")
