@@ -157,6 +157,8 @@ def _available_for_all(slow: bool) -> tuple[str, ...]:
     for name, m in methods().items():
         if isinstance(m, Exception) or m.needs_argument or m.in_default_run == slow:
             continue
+        if slow and type(m).estimate_s is Method.estimate_s:
+            continue  # left out for another reason than time (e.g. stnn-online repeats stnn's network): named only
         ok, reason = m.is_available()
         if ok:
             chosen.append(name)

@@ -60,3 +60,11 @@ def test_all_adds_hnccorr_only_when_it_fits_and_says_why_in_the_notes(tmp_path, 
     assert len([u for u in plan.units if u.method == "hnccorr"]) == (3 if included else 0)
     (note,) = [n for n in plan.notes if n.startswith("hnccorr: estimated")]
     assert ("included in 'all'" in note) is included and ("left out of 'all'" in note) is (not included)
+
+
+def test_only_methods_with_a_time_model_wait_for_admission():
+    from bench.plan import slow_methods
+
+    slow = slow_methods()
+    assert "stnn-online" not in slow  # out of 'all' for another reason than time: named only
+    assert ("hnccorr" in slow) is HNCcorr().is_available()[0]
