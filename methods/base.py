@@ -29,7 +29,8 @@ from datasets.records import Recording
 from datasets.registry import closest
 from methods.params import Param, validate
 
-__all__ = ["Method", "Segmentation", "methods", "get_method", "resolve_method", "json_default", "ENTRY_POINT_GROUP"]
+__all__ = ["Method", "Segmentation", "methods", "get_method", "resolve_method", "json_default", "save_stage",
+           "load_stage", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "bench.methods"
 
@@ -132,6 +133,24 @@ class Segmentation:
             versions=info.get("versions", {}),
             snapshots=snaps,
         )
+
+
+def save_stage(out: Path, info: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+    """A staged method's expensive result: ``info`` (timings, versions) as JSON, ``arrays`` as one ``.npz``."""
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "stage.npz", **{k: np.asarray(v) for k, v in arrays.items()})
+    (out / "stage.json").write_text(json.dumps(dict(info), default=json_default))
+
+
+def load_stage(stage: Path, method: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``(info, arrays)`` as :func:`save_stage` wrote them (never unpickles); an InputError names the folder."""
+    try:
+        info = json.loads((stage / "stage.json").read_text())
+        with np.load(stage / "stage.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"unreadable {method} stage ({type(exc).__name__}: {exc})", path=stage) from exc
+    return info, arrays
 
 
 def json_default(obj: Any) -> Any:

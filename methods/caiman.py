@@ -97,7 +97,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
-import json
 import logging
 import os
 import shutil
@@ -115,7 +114,7 @@ from datasets.errors import InputError
 from datasets.masks import Masks
 from datasets.records import Recording
 from methods._compat import package_versions
-from methods.base import Method, Segmentation
+from methods.base import Method, Segmentation, load_stage, save_stage
 from methods.params import Param
 
 __all__ = [
@@ -445,7 +444,7 @@ class CaimanBatch(_Caiman):
         p = self.check_params(recording, params)
         t0 = time.perf_counter()
         a, dims, info, metrics = _load_stage(stage)
-        cm, cnmf, threshold_components = _import_caiman(self.name)
+        _, cnmf, threshold_components = _import_caiman(self.name)
         if a is None:
             keep = np.zeros(0, int)
         else:
@@ -694,27 +693,25 @@ def _write_hdf5(recording: Recording, path: Path) -> Path:
 
 
 def _save_stage(out: Path, a, dims: tuple[int, int], info: dict, metrics: dict[str, np.ndarray]) -> None:
-    """The expensive stage's result: footprints ``a`` (pixels x components, sparse), metrics, timings."""
+    """The expensive stage's result: footprints ``a`` (pixels x components, sparse CSC), metrics, timings."""
     import scipy.sparse as sp
 
-    out.mkdir(parents=True, exist_ok=True)
+    arrays = {f"metric_{k}": np.asarray(v, dtype=float) for k, v in metrics.items()}
     if a is not None:
-        sp.save_npz(out / "footprints.npz", sp.csc_matrix(a))
-    np.savez(out / "metrics.npz", **{k: np.asarray(v, dtype=float) for k, v in metrics.items()})
-    (out / "stage.json").write_text(json.dumps({**info, "dims": list(dims)}))
+        a = sp.csc_matrix(a)
+        arrays.update(a_data=a.data, a_indices=a.indices, a_indptr=a.indptr, a_shape=np.asarray(a.shape))
+    save_stage(out, {**info, "dims": list(dims)}, arrays)
 
 
 def _load_stage(stage: Path):
     """``(a or None, dims, info, metrics)`` as :func:`_save_stage` wrote them."""
     import scipy.sparse as sp
 
-    try:
-        info = json.loads((stage / "stage.json").read_text())
-        a = sp.load_npz(stage / "footprints.npz") if (stage / "footprints.npz").is_file() else None
-        with np.load(stage / "metrics.npz", allow_pickle=False) as z:
-            metrics = {k: z[k] for k in z.files}
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"unreadable CaImAn stage ({type(exc).__name__}: {exc})", path=stage) from exc
+    info, arrays = load_stage(stage, "CaImAn")
+    a = None
+    if "a_data" in arrays:
+        a = sp.csc_matrix((arrays["a_data"], arrays["a_indices"], arrays["a_indptr"]), shape=tuple(arrays["a_shape"]))
+    metrics = {k.removeprefix("metric_"): v for k, v in arrays.items() if k.startswith("metric_")}
     return a, tuple(int(d) for d in info["dims"]), info, metrics
 
 

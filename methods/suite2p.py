@@ -60,7 +60,6 @@ classification).
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import shutil
 import tempfile
@@ -74,7 +73,7 @@ from datasets.errors import InputError
 from datasets.masks import Masks
 from datasets.records import Recording
 from methods._compat import package_versions, torchvision_without_compiled_ops
-from methods.base import Method, Segmentation
+from methods.base import Method, Segmentation, load_stage, save_stage
 from methods.params import Param
 
 __all__ = ["Suite2p", "INSTALL_HINT", "TAU_BY_INDICATOR", "NEURON_DIAMETER_UM"]
@@ -216,24 +215,17 @@ _ROI_FIELDS = ("ypix", "xpix", "lam", "overlap")
 
 def _save_rois(out: Path, stat, iscell, info: dict) -> None:
     """Each ROI's pixels, weights and overlap flags as flat arrays with offsets (no pickles), and the labels."""
-    out.mkdir(parents=True, exist_ok=True)
     sizes = np.array([len(s["ypix"]) for s in stat], dtype=np.int64)
     arrays = {"offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)}
     for key in _ROI_FIELDS:
         parts = [np.asarray(s[key]) if key in s else np.ones(len(s["ypix"])) for s in stat]
         arrays[key] = np.concatenate(parts) if parts else np.zeros(0)
     arrays["iscell"] = np.zeros((0, 2)) if iscell is None else np.asarray(iscell, dtype=float)
-    np.savez(out / "rois.npz", **arrays)
-    (out / "stage.json").write_text(json.dumps(info))
+    save_stage(out, info, arrays)
 
 
 def _load_rois(stage: Path) -> tuple[list[dict], np.ndarray | None, dict]:
-    try:
-        info = json.loads((stage / "stage.json").read_text())
-        with np.load(stage / "rois.npz", allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"unreadable Suite2p stage ({type(exc).__name__}: {exc})", path=stage) from exc
+    info, arrays = load_stage(stage, "Suite2p")
     off = arrays["offsets"]
     stat = [{k: arrays[k][off[i] : off[i + 1]] for k in _ROI_FIELDS} for i in range(len(off) - 1)]
     for s in stat:
