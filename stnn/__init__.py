@@ -14,6 +14,8 @@ postprocess
     Probability maps -> neuron masks (threshold, watershed, fusion across windows).
 infer
     :func:`~stnn.infer.segment`: whole-movie streaming inference.
+tiling, overlap
+    Spatial tiles for large frames, and the tile margin measured on the movie.
 precision, fuse
     Precision choice (bfloat16 where native) and inference copies (batch norm folded).
 train, tune, perf, train_perf

@@ -86,6 +86,20 @@ def _tile(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _tile_margin(text: str):
+    from .tiling import parse_margin
+
+    try:
+        return parse_margin(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_MARGIN_HELP = (
+    "overlap of tiles on each side: 'auto' (default: the smallest that keeps a probe's probabilities within "
+    "1e-4 of exact, measured on the movie), 'exact' (the receptive field, 168 px) or a size in px"
+)
+
 _TILE_HELP = (
     "spatial tile side in px, margins included: 'auto' (default: the largest that fits in half the free "
     "memory; a frame that fits runs whole), a size, or 'off'"
@@ -175,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-maps", default=None, help="also save the probability maps (.npy)")
     _add_precision(p)
     p.add_argument("--tile", type=_tile, default="auto", metavar="PX", help=_TILE_HELP)
+    p.add_argument("--tile-margin", type=_tile_margin, default="auto", metavar="PX", help=_MARGIN_HELP)
     p.add_argument("--json", action="store_true", help="print timings as JSON")
 
     p = sub.add_parser(
@@ -216,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=2, help="with --train: alternating rounds, fastest kept (default 2)")
     p.add_argument("--channels-last", action="store_true", help="with --train: channels-last 3-D convolution weights")
     p.add_argument("--tile", type=_tile, default="auto", metavar="PX", help=_TILE_HELP)
+    p.add_argument("--tile-margin", type=_tile_margin, default="auto", metavar="PX", help=_MARGIN_HELP)
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="shipped weights name or .pt path (default: a random network, same cost; a measured tile margin "
+        "needs trained weights)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
 
     from .stream_cli import add_parser as add_stream_parser
@@ -299,6 +321,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         batch_frames=args.batch_frames,
         precision=args.precision,
         tile=args.tile,
+        tile_margin=args.tile_margin,
     )
     if Path(args.out).suffix.lower() == ".nwb":
         path = _save_nwb(args, movie, res.masks)
@@ -319,6 +342,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         )
         if t.tile:
             print(f"tiles: {t.n_tiles} of {t.tile} px, margin {t.tile_margin} px ({t.tile_source})")
+            print(f"tile margin: {t.tile_margin_source}")
     return 0
 
 
@@ -406,6 +430,8 @@ def _cmd_perf(args: argparse.Namespace) -> int:
         amp=False if args.no_amp else None,
         precision=args.precision,
         tile=args.tile,
+        tile_margin=args.tile_margin,
+        weights=args.weights,
     )
     print(json.dumps(res.as_dict(), indent=2) if args.json else res.summary())
     return 0

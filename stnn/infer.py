@@ -59,10 +59,11 @@ from datasets.records import Recording
 
 from .fuse import inference_copy
 from .model import STNeuroNet
+from .overlap import measure_margin, parse_margin
 from .postprocess import PostprocessConfig, postprocess
 from .precision import PRECISIONS, precision_name, resolve_precision
 from .preprocess import PreprocessConfig, RunningMoments, crop_slices, preprocess
-from .tiling import TilePlan, line_minima, pad_like_frame, plan_tiles, read_region, run_tiled
+from .tiling import TilePlan, line_minima, pad_like_frame, plan_tiles, read_region, run_tiled, with_margin
 
 __all__ = [
     "Timings",
@@ -122,6 +123,9 @@ class Timings:
         Overlap on each side of a tile (px).
     tile_source : str
         How the tile was chosen (``'auto'``, ``'explicit'``, ``'off'``) and why.
+    tile_margin_source : str
+        How the margin was set (``'measured'`` on the movie, ``'receptive
+        field'``, ``'explicit'``; see :mod:`stnn.overlap`) and the evidence.
     """
 
     init_s: float = 0.0
@@ -138,6 +142,7 @@ class Timings:
     n_tiles: int = 1
     tile_margin: int = 0
     tile_source: str = ""
+    tile_margin_source: str = ""
 
     @property
     def process_s(self) -> float:
@@ -471,6 +476,7 @@ def probability_maps(
     timings: Timings | None = None,
     precision: str = "auto",
     tile: int | str | TilePlan | None = "auto",
+    tile_margin: str | int = "auto",
 ) -> np.ndarray:
     """Neuron probability maps ``(ceil(T / batch_frames), H, W)`` of a prepared movie.
 
@@ -503,6 +509,12 @@ def probability_maps(
     tile : int, 'auto', TilePlan or None
         Spatial tiles (:func:`stnn.tiling.plan_tiles`): a side in px, ``'auto'``
         (from the free memory; untiled when the frame fits) or None (untiled).
+    tile_margin : 'auto', 'exact' or int
+        Overlap of tiled runs: ``'auto'`` measures the smallest that keeps
+        the probabilities of a probe within 1e-4 of exact
+        (:func:`stnn.overlap.measure_margin`), ``'exact'`` takes the
+        receptive field, an int is a margin in px. A plan whose margin was
+        already set (explicit) is kept.
 
     Returns
     -------
@@ -528,15 +540,27 @@ def probability_maps(
     starts = window_starts(n, batch_frames, stride)
     k = max(int(windows_per_batch), 1)
     batches = [starts[i : i + k] for i in range(0, len(starts), k)]
+    margin = parse_margin(tile_margin)
     plan = tile if isinstance(tile, TilePlan) else plan_tiles(
-        prep.frames.shape[1:], model, tile, device=dev, frames=batch_frames, windows_per_batch=k, amp=amp
+        prep.frames.shape[1:],
+        model,
+        tile,
+        device=dev,
+        frames=batch_frames,
+        windows_per_batch=k,
+        amp=amp,
+        margin=margin,
     )
-    timings.tile, timings.n_tiles, timings.tile_margin = plan.tile, len(plan.tiles), plan.margin
-    timings.tile_source = f"{plan.source}: {plan.reason}"
 
     dtype = torch.float32 if amp is False else resolve_precision(precision, dev)
     t0 = time.perf_counter()
     net = inference_copy(model, dtype, dev)
+    if plan.tiled and plan.margin_source == "receptive field" and margin == "auto":
+        net32 = net if dtype == torch.float32 else None
+        plan = _measured_margin(plan, prep, model, net32, dev, starts[0], batch_frames)
+    timings.tile, timings.n_tiles, timings.tile_margin = plan.tile, len(plan.tiles), plan.margin
+    timings.tile_source = f"{plan.source}: {plan.reason}"
+    timings.tile_margin_source = f"{plan.margin_source}: {plan.margin_note}" if plan.margin_note else plan.margin_source
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     maps = np.empty((len(starts), *prep.frames.shape[1:]), np.float32)
@@ -594,6 +618,33 @@ def probability_maps(
     return out
 
 
+def _measured_margin(
+    plan: TilePlan,
+    prep: PreparedMovie,
+    model: STNeuroNet,
+    net32: torch.nn.Module | None,
+    dev: torch.device,
+    start: int,
+    window: int,
+) -> TilePlan:
+    """``plan`` cut again with the margin measured on the movie's first window (:mod:`stnn.overlap`)."""
+    net32 = net32 if net32 is not None else inference_copy(model, torch.float32, dev)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(net32(x.to(dev)).float(), dim=1)[:, 1]
+
+    t0 = time.perf_counter()
+    check = measure_margin(
+        forward, lambda rows, cols: _load_windows(prep, [start], window, rows, cols), plan.frame, plan.margin
+    )
+    logger.info("tile margin %d px (%s, %.1f s)", check.margin, check.note, time.perf_counter() - t0)
+    if check.source != "measured":
+        return replace(plan, margin_note=check.note)
+    plan = with_margin(plan, check.margin, check.source, check.note)
+    logger.info("%d tiles of %d px (margin %d px)", len(plan.tiles), plan.tile, plan.margin)
+    return plan
+
+
 def postprocess_for(
     meta: Any,
     um_per_px: float,
@@ -643,6 +694,7 @@ def probability_stage(
     metadata: Any = None,
     precision: str = "auto",
     tile: int | str | None = "auto",
+    tile_margin: str | int = "auto",
 ) -> ProbabilityStage:
     """The expensive half of :func:`segment`: pre-processing and the network.
 
@@ -678,6 +730,7 @@ def probability_stage(
     post_cfg = postprocess_for(meta, um_per_px, threshold, min_area, postprocess_config)
 
     rows, cols = crop_slices(tuple(movie.shape[1:]), pre_cfg.crop)
+    margin = parse_margin(tile_margin)
     plan = plan_tiles(
         (rows.stop - rows.start, cols.stop - cols.start),
         net,
@@ -686,6 +739,7 @@ def probability_stage(
         frames=batch_frames,
         windows_per_batch=windows_per_batch,
         amp=amp,
+        margin=margin,
     )
     if plan.tile:
         logger.info("%d tiles of %d px (margin %d px): %s", len(plan.tiles), plan.tile, plan.margin, plan.reason)
@@ -709,6 +763,7 @@ def probability_stage(
             timings=timings,
             precision=precision,
             tile=plan,
+            tile_margin=margin,
         )
     return ProbabilityStage(maps, prep.rows, prep.cols, prep.input_shape, post_cfg, timings)
 
@@ -733,6 +788,7 @@ def segment(
     metadata: Any = None,
     precision: str = "auto",
     tile: int | str | None = "auto",
+    tile_margin: str | int = "auto",
 ) -> InferenceResult:
     """Segment the active neurons of a movie with STNeuroNet.
 
@@ -789,6 +845,9 @@ def segment(
         memory; a frame that fits runs whole) or None (never tile). Tiling
         also shrinks the pre-processing chunk for large frames. Planned, and
         a tile that cannot work refused, before anything runs.
+    tile_margin : 'auto', 'exact' or int
+        Overlap of tiles: measured on the movie (``'auto'``, see
+        :mod:`stnn.overlap`), the receptive field (``'exact'``) or px.
 
     Returns
     -------
@@ -823,6 +882,7 @@ def segment(
         metadata=metadata,
         precision=precision,
         tile=tile,
+        tile_margin=tile_margin,
     )
     masks = stage.masks()
     timings = stage.timings

@@ -63,6 +63,8 @@ class PerfResult:
     n_tiles: int = 1
     tile_margin: int = 0
     tile_source: str = ""
+    tile_margin_source: str = ""
+    weights: str = "random"
 
     def as_dict(self) -> dict:
         """Plain dict (JSON-ready)."""
@@ -83,6 +85,8 @@ class PerfResult:
             f"  tiles         : "
             + (f"{self.n_tiles} of {self.tile} px, margin {self.tile_margin} px" if self.tile else "none (whole frame)")
             + f" ({self.tile_source})"
+            + (f"\n  tile margin   : {self.tile_margin_source}" if self.tile else "")
+            + f"\n  weights       : {self.weights}"
         )
 
 
@@ -104,6 +108,8 @@ def perf(
     warmup: bool = True,
     precision: str = "auto",
     tile: int | str | None = "auto",
+    tile_margin: str | int = "auto",
+    weights: str | None = None,
 ) -> PerfResult:
     """Time :func:`stnn.infer.segment` on a random ``(frames, size, size)`` uint16 movie.
 
@@ -131,6 +137,13 @@ def perf(
         Run one untimed window first (cuDNN autotuning, lazy allocations), on a tile when tiled.
     tile : int, 'auto' or None
         Spatial tiles (see :func:`stnn.infer.segment`).
+    tile_margin : 'auto', 'exact' or int
+        Overlap of tiles (see :func:`stnn.infer.segment`). A random network
+        reaches as far as its receptive field, so ``'auto'`` measures a
+        useful margin only with trained ``weights``.
+    weights : str, optional
+        Shipped weights name or ``.pt`` path; default a randomly initialised
+        network (the same cost per frame).
 
     Returns
     -------
@@ -140,11 +153,18 @@ def perf(
     rng = np.random.default_rng(seed)
     movie = rng.integers(50, 150, size=(frames, size, size), dtype=np.uint16)
     torch.manual_seed(seed)
-    model = STNeuroNet().to(dev).eval()
+    if weights is None:
+        model = STNeuroNet().to(dev).eval()
+    else:
+        from .weights import pretrained
+
+        model = pretrained(weights, device=dev)
     dtype = torch.float32 if amp is False else resolve_precision(precision, dev)
     if warmup:
         # On the shape the network will see: the whole frame, or one tile.
-        plan = plan_tiles((size, size), model, tile, device=dev, frames=120, windows_per_batch=windows_per_batch)
+        plan = plan_tiles(
+            (size, size), model, tile, device=dev, frames=120, windows_per_batch=windows_per_batch, margin=tile_margin
+        )
         side = plan.tile or size
         net = inference_copy(model, dtype, dev)
         with torch.inference_mode():
@@ -165,6 +185,7 @@ def perf(
         threshold=0.5,
         precision=precision,
         tile=tile,
+        tile_margin=tile_margin,
     )
     tm = res.timings
     if dev.type == "cuda":
@@ -195,6 +216,8 @@ def perf(
         n_tiles=tm.n_tiles,
         tile_margin=tm.tile_margin,
         tile_source=tm.tile_source,
+        tile_margin_source=tm.tile_margin_source,
+        weights="random" if weights is None else str(weights),
     )
 
 

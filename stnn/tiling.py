@@ -55,7 +55,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -77,11 +77,13 @@ __all__ = [
     "estimate_bytes",
     "largest_tile",
     "plan_tiles",
+    "with_margin",
     "preprocess_chunk",
     "read_region",
     "line_minima",
     "pad_like_frame",
     "parse_tile",
+    "parse_margin",
     "run_tiled",
 ]
 
@@ -331,6 +333,11 @@ class TilePlan:
         Binned frames per pre-processing step.
     tiles : list of Tile
         Row-major.
+    margin_source : str
+        How the margin was set: ``'receptive field'`` (exact bound),
+        ``'measured'`` on the movie (:mod:`stnn.overlap`) or ``'explicit'``.
+    margin_note : str
+        The evidence for a measured margin, for people.
     """
 
     frame: tuple[int, int]
@@ -343,6 +350,8 @@ class TilePlan:
     estimated_bytes: int
     preprocess_chunk: int
     tiles: list[Tile] = field(default_factory=list)
+    margin_source: str = "receptive field"
+    margin_note: str = ""
 
     @property
     def tiled(self) -> bool:
@@ -397,6 +406,37 @@ def _whole(h: int, w: int) -> Tile:
     return Tile(slice(0, h), slice(0, w), slice(0, h), slice(0, w))
 
 
+def _cut(h: int, w: int, size: int, margin: int) -> list[Tile]:
+    """Row-major tiles of at most ``size`` px whose cores partition an ``h`` x ``w`` frame."""
+    return [
+        Tile(slice(r0, r1), slice(c0, c1), slice(cr0, cr1), slice(cc0, cc1))
+        for r0, r1, cr0, cr1 in _axis_splits(h, size, margin)
+        for c0, c1, cc0, cc1 in _axis_splits(w, size, margin)
+    ]
+
+
+def with_margin(plan: TilePlan, margin: int, source: str, note: str = "") -> TilePlan:
+    """The same tile size cut again with another margin (fewer tiles when it is smaller).
+
+    Parameters
+    ----------
+    plan : TilePlan
+        A tiled plan from :func:`plan_tiles`.
+    margin : int
+        New overlap on each side (multiple of 8), below ``plan.tile / 2``.
+    source, note : str
+        See :class:`TilePlan` (``margin_source``, ``margin_note``).
+    """
+    if not plan.tiled:
+        return plan
+    if margin % ALIGN or not 0 < 2 * margin < plan.tile:
+        raise InputError(f"a margin of {margin} px does not fit a {plan.tile}-px tile (multiple of {ALIGN} px, "
+                         f"below half the tile)")
+    h, w = plan.frame
+    return replace(plan, margin=int(margin), tiles=_cut(h, w, plan.tile, int(margin)), margin_source=source,
+                   margin_note=note)
+
+
 def parse_tile(text: str | int | None) -> int | str | None:
     """``'auto'`` / ``'off'`` / ``'none'`` / an integer (px) from a command line or config value."""
     if text is None or isinstance(text, int):
@@ -415,6 +455,28 @@ def parse_tile(text: str | int | None) -> int | str | None:
     return value
 
 
+def parse_margin(text: str | int | None) -> str | int:
+    """``'auto'`` (measure), ``'exact'`` (receptive field) or a margin in px, from a command line or config."""
+    if text is None:
+        return "auto"
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        t = str(text).strip().lower()
+        if t in ("auto", "exact"):
+            return t
+        try:
+            value = int(t)
+        except ValueError:
+            raise InputError(f"tile margin must be 'auto', 'exact' or a size in px, got {text!r}") from None
+    if value < ALIGN or value % ALIGN:
+        raise InputError(
+            f"tile margin must be a positive multiple of {ALIGN} px (the network's stride), got {value}",
+            hint="use --tile-margin auto to measure it on the movie",
+        )
+    return value
+
+
 def plan_tiles(
     frame: tuple[int, int],
     model: torch.nn.Module,
@@ -425,6 +487,7 @@ def plan_tiles(
     windows_per_batch: int = 1,
     amp: bool | None = None,
     memory_bytes: int | None = None,
+    margin: int | str | None = None,
 ) -> TilePlan:
     """Choose the tiles of a ``frame = (H, W)`` for ``model`` on ``device``.
 
@@ -445,6 +508,11 @@ def plan_tiles(
         fp16 autocast on CUDA (its memory per voxel differs).
     memory_bytes : int, optional
         Free memory to plan with instead of measuring it (tests).
+    margin : int, 'auto', 'exact' or None
+        Overlap on each side in px (multiple of 8); otherwise the receptive
+        field rounded up to 8 (exact). :func:`stnn.infer.probability_maps`
+        may cut a plan again with a margin measured on the movie
+        (:func:`with_margin`).
 
     Returns
     -------
@@ -474,19 +542,17 @@ def plan_tiles(
         reason = f"frame fits in {MEMORY_FRACTION:.0%} of {gib:.1f} GiB free on {dev.type}: untiled"
         return TilePlan((h, w), 0, 0, 0, "auto", reason, budget, whole, chunk, [_whole(h, w)])
     rf = receptive_field(model)
-    margin = _ceil_to(rf, ALIGN)
+    margin = parse_margin(margin)
+    margin_source = "explicit" if isinstance(margin, int) else "receptive field"
+    margin = margin if isinstance(margin, int) else _ceil_to(rf, ALIGN)
     smallest = min_tile(margin)
 
     def plan(size: int, source: str, reason: str, budget: int) -> TilePlan:
-        tiles = [
-            Tile(slice(r0, r1), slice(c0, c1), slice(cr0, cr1), slice(cc0, cc1))
-            for r0, r1, cr0, cr1 in _axis_splits(h, size, margin)
-            for c0, c1, cc0, cc1 in _axis_splits(w, size, margin)
-        ]
+        tiles = _cut(h, w, size, margin)
         if len(tiles) == 1:
-            return TilePlan((h, w), 0, margin, rf, source, reason, budget, whole, chunk, tiles)
+            return TilePlan((h, w), 0, margin, rf, source, reason, budget, whole, chunk, tiles, margin_source)
         est = estimate_bytes(size, frames, wpb, per_voxel)
-        return TilePlan((h, w), size, margin, rf, source, reason, budget, est, chunk, tiles)
+        return TilePlan((h, w), size, margin, rf, source, reason, budget, est, chunk, tiles, margin_source)
 
     if tile == "auto":
         size = largest_tile(budget, frames, wpb, per_voxel)
@@ -506,7 +572,8 @@ def plan_tiles(
     if size < smallest:
         raise InputError(
             f"a tile of {size} px is smaller than the minimum of {smallest} px for this network "
-            f"(receptive field {rf} px, margin {margin} px on each side, core of at least {ALIGN} px)",
+            f"(receptive field {rf} px, margin {margin} px on each side, core of at least {ALIGN} px)"
+            + ("" if margin_source == "explicit" else "; a smaller --tile-margin allows smaller tiles"),
             hint=f"use --tile {smallest} or larger, or --tile auto",
         )
     size = size // ALIGN * ALIGN
