@@ -4,7 +4,8 @@
 #   bash reports/regenerate.sh default     # the README's main job on the synthetic data set
 #   bash reports/regenerate.sh stnn        # shipped STNeuroNet weights on the synthetic test split (about 2 min)
 #   bash reports/regenerate.sh peers       # default vs tuned peers on synthetic and synthetic-neurofinder (CaImAn
-#                                          # configured by `bench setup caiman`; about 2 h on 2 cores)
+#                                          # configured by `bench setup caiman`; about 2 h on 2 cores);
+#                                          # `peers synthetic` one data set, PEERS_HNCCORR=0 without HNCcorr
 #   bash reports/regenerate.sh tables      # only redraw every report from its committed results table
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +22,11 @@ case "$what" in
   default) python -m bench run --out reports/synthetic --force ;;
   stnn) python -m bench run --dataset synthetic --methods stnn --tune none --split test --out reports/synthetic-stnn --force --quiet ;;
   peers)
+    # bash reports/regenerate.sh peers [DATASET ...]; PEERS_HNCCORR=0 leaves HNCcorr's runs out (hours on CPU).
     m=suite2p,caiman-batch,caiman-online,stnn,unet2ds
-    for ds in synthetic synthetic-neurofinder; do
+    shift
+    sets=${*:-synthetic synthetic-neurofinder}
+    for ds in $sets; do
       # CaImAn Online's tuning (three OnACID runs per recording) is left out on synthetic-neurofinder for time.
       loo=$m; [ "$ds" = synthetic-neurofinder ] && loo=suite2p,caiman-batch,stnn,unet2ds
       python -m bench run --dataset $ds --methods $loo --tune loo --out runs/peers-$ds --force --quiet
@@ -33,6 +37,7 @@ case "$what" in
       python -m bench report reports/peers/$ds-default --out reports/peers/$ds-default/report
       # HNCcorr apart (named, since its time model keeps it out of 'all'); tuned only where it fits (~45 min).
       tunes=none; [ "$ds" = synthetic-neurofinder ] && tunes="none loo"
+      [ "${PEERS_HNCCORR:-1}" = 0 ] && tunes=
       for t in $tunes; do
         name=hnccorr-$ds-$([ $t = none ] && echo default || echo loo)
         python -m bench run --dataset $ds --methods hnccorr --tune $t --out runs/$name --force --quiet

@@ -157,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="binned frame rate (paper: 6 Hz ABO, 3 Hz Neurofinder; default 6)",
     )
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument(
+        "--init",
+        default=None,
+        help="start from these weights (shipped name or .pt) instead of a random initialisation: fine-tuning",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--no-amp", action="store_true", help="float32 only (as --precision fp32)")
     _add_precision(p)
@@ -258,6 +263,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         out,
         device=args.device,
         resume=args.resume,
+        init=args.init,
         validate_on=None if args.validate_on == "none" else args.validate_on,
         progress=not args.no_progress,
         command="python -m stnn " + " ".join(shlex.quote(a) for a in sys.argv[1:]),

@@ -169,14 +169,21 @@ def _rasterize_soma(g: dict, i: int, cy: float, cx: float, p: SimulationParams):
     border = 1.0 + np.sum(g["eps"][i][:, None, None] * np.cos(k * phi + g["phase"][i][:, None, None]), axis=0)
     mask = rho <= border
     # Soft membrane edge (~0.5 px) and a dark nucleus: GCaMP is excluded from the nucleus,
-    # so a soma looks like a bright ring around a dim centre.
+    # so a soma cut through its nucleus looks like a bright ring around a dim centre. The
+    # nucleus is a sphere; the focal plane crosses it at the soma's depth offset ``dz`` (in
+    # soma radii), so its section is a disk of radius sqrt(rn^2 - dz^2), and its darkness
+    # scales with the same factor: near a pole the optical section holds cytoplasm too.
     edge_px = 0.5 / max(a, b)
     body = 1.0 / (1.0 + np.exp((rho - border) / edge_px))
-    nu = u - g["nuc_off"][i][0]
-    nv = v - g["nuc_off"][i][1]
-    nuc_r = p.nucleus_fraction * g["nuc_scale"][i] * border
-    nucleus = 1.0 / (1.0 + np.exp((np.hypot(nu, nv) - nuc_r) / (1.5 * edge_px)))
-    value = body * (1.0 - (1.0 - p.nucleus_brightness) * nucleus)
+    rn = p.nucleus_fraction * g["nuc_scale"][i]
+    cut = math.sqrt(max(rn * rn - g["dz"][i] ** 2, 0.0)) / rn if rn > 0 else 0.0
+    if cut > 0:
+        nu = u - g["nuc_off"][i][0]
+        nv = v - g["nuc_off"][i][1]
+        nucleus = 1.0 / (1.0 + np.exp((np.hypot(nu, nv) - rn * cut * border) / (1.5 * edge_px)))
+        value = body * (1.0 - (1.0 - p.nucleus_brightness) * cut * nucleus)
+    else:
+        value = body
     keep = value > 0.02
     flat = (yy * w + xx)[keep]
     return flat, mask[keep], value[keep]
@@ -298,6 +305,8 @@ def build_field_of_view(p: SimulationParams, seed: int) -> FieldOfView:
     trans, clearance = _vessels(rng, p)
     n = int(round(p.soma_density_per_mm2 * area_mm2))
     g = _soma_geometry(rng, p, n)
+    # Depth offsets from their own stream, so that every other draw is unchanged by them.
+    g["dz"] = np.random.default_rng([int(seed), 0, 1]).uniform(-1.0, 1.0, n) * p.focal_offset_max
     centres = _place_somata(rng, p, clearance, n, g)
 
     # Footprint columns: somata first, then out-of-focus cells, then neurites, one column per component.

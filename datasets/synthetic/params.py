@@ -101,6 +101,11 @@ class SimulationParams:
     border_irregularity: float = 0.07
     nucleus_fraction: float = 0.55
     nucleus_brightness: float = 0.3
+    # The focal plane cuts each in-focus soma at a depth offset drawn uniformly within
+    # +-focal_offset_max soma radii: the nucleus shows only where the plane crosses it
+    # (|offset| < nucleus_fraction), smaller and fainter towards its poles (0: every soma is
+    # cut through its middle and shows a dark nucleus, the model before 2026-12).
+    focal_offset_max: float = 1.0
     min_center_distance: float = 0.7
     overlap_probability: float = 0.05
     soma_brightness: float = 1.6
@@ -211,6 +216,7 @@ class SimulationParams:
         unit = (
             "nucleus_fraction",
             "nucleus_brightness",
+            "focal_offset_max",
             "silent_fraction",
             "vessel_transmission",
             "vignetting",

@@ -38,8 +38,11 @@ def main() -> None:
     t_start = time.perf_counter()
     ds = get(args.dataset)
     args.out.mkdir(parents=True, exist_ok=True)
-    command = f"python reports/gpu/train_paper.py --seconds {args.seconds:g} --out {args.out}" + (
-        f" --init {args.init}" if args.init else ""
+    command = (
+        f"python reports/gpu/train_paper.py --seconds {args.seconds:g} --out {args.out} --dataset {args.dataset} "
+        f"--device {args.device} --crop {args.crop}"
+        + (f" --iterations {args.iterations}" if args.iterations else "")
+        + (f" --init {args.init}" if args.init else "")
     )
 
     # Pre-processing of the training recordings and 30 timed iterations.

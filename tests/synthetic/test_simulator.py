@@ -37,20 +37,39 @@ def test_blocks_do_not_change_statistics_and_stream():
     assert calls == [(0, 50), (50, 50), (100, 50), (150, 50), (200, 30)]
 
 
-def test_soma_size_shape_and_nucleus():
-    p = TINY_PARAMS
-    fov = build_field_of_view(p, 5)
-    areas_um2 = fov.masks.areas * p.um_per_px**2
-    diam = 2 * np.sqrt(areas_um2 / np.pi)
-    assert 10 <= np.median(diam) <= 14 and diam.min() > 6 and diam.max() < 20
-    # Dark nucleus: the footprint at the mask centroid is dimmer than the ring around it.
-    ratios = []
+def _centre_ratios(p, seed):
+    """Footprint at each soma's centroid over its maximum (a dark nucleus: well below 1)."""
+    fov = build_field_of_view(p, seed)
     fp = fov.footprints.tocsc()
+    ratios = []
     for i in range(fov.n_somata):
         col = fp[:, i].toarray().ravel().reshape(p.height, p.width)
         cy, cx = np.round(fov.masks.centroids[i]).astype(int)
         ratios.append(col[cy, cx] / col.max())
+    return fov, np.array(ratios)
+
+
+def test_soma_size_shape_and_nucleus():
+    p = TINY_PARAMS
+    fov, ratios = _centre_ratios(p.replace(focal_offset_max=0.0), 5)
+    areas_um2 = fov.masks.areas * p.um_per_px**2
+    diam = 2 * np.sqrt(areas_um2 / np.pi)
+    assert 10 <= np.median(diam) <= 14 and diam.min() > 6 and diam.max() < 20
+    # Every soma cut through its middle: the footprint at the centroid is dimmer than the ring around it.
     assert np.median(ratios) < 0.6
+
+
+def test_focal_depth_shows_the_nucleus_only_where_the_plane_crosses_it():
+    p = TINY_PARAMS.replace(soma_density_per_mm2=6000.0)
+    fov, ratios = _centre_ratios(p, 5)
+    dz = np.random.default_rng([5, 0, 1]).uniform(-1.0, 1.0, fov.n_somata)  # the simulator's own stream
+    crossed = np.abs(dz) < 0.5 * p.nucleus_fraction  # near the middle: a clear dark nucleus
+    missed = np.abs(dz) > 1.15 * p.nucleus_fraction  # beyond the largest nucleus: none
+    assert crossed.sum() >= 3 and missed.sum() >= 3
+    assert np.median(ratios[crossed]) < 0.6 and ratios[missed].min() > 0.8
+    # The offsets come from their own stream: masks and placement are those of the middle cut.
+    flat, _ = _centre_ratios(p.replace(focal_offset_max=0.0), 5)
+    assert np.array_equal(flat.masks.to_dense(), fov.masks.to_dense())
 
 
 def test_overlapping_pairs_exist():
@@ -273,6 +292,7 @@ def test_density_too_high_raises():
         ({"border_top_px": -1.0}, "border_top_px", ">= 0"),
         ({"border_ragged_px": 100.0}, "border_ragged_px", "0 to 32 px"),
         ({"motion_um": 500.0}, "motion_um", "0 to 49.92 um"),
+        ({"focal_offset_max": 1.5}, "focal_offset_max", "[0, 1]"),
     ],
 )
 def test_bad_calibration_parameters_name_parameter_and_range(changes, name, valid):
