@@ -7,8 +7,8 @@ make the field so wide contribute little far from the centre, so the
 probability of a pixel barely moves when the context beyond a few tens of
 pixels is cut. With the shipped weights on a simulated 488x488 movie the
 largest change of any probability when tiles overlap by ``m`` px on each side
-was 0.21 (16 px), 0.032 (32), 0.0021 (48), 2.0e-5 (64) and 6.6e-7 (96)
-(``tests/benchmarks/test_tile_margin_bench.py``). A margin of 64 px instead of 168 cuts the pixels a
+was 0.23 (16 px), 0.042 (32), 0.0012 (48), 4.1e-4 (56), 4.3e-5 (64) and
+6.0e-7 (96) (``tests/benchmarks/test_tile_margin_bench.py``). A margin of 64 px instead of 168 cuts the pixels a
 608-px tile recomputes from 2.7x to 1.3x of the frame at 1024x1024.
 
 Such a margin is a property of the weights *and* the data, so it is measured
@@ -18,8 +18,11 @@ around a core, gives the exact probabilities of the core; the same core with
 only ``m`` px of context around it, for growing ``m``, gives the probabilities
 a tile with that margin would compute. The smallest ``m`` whose largest change
 stays within ``tol`` (default 1e-4, ten times below the 1e-3 that the tiled
-maps must keep) is taken; none below the receptive field -> the receptive
-field. The probe runs in float32, whatever precision the movie runs in, so
+maps must keep) is found, and one stride (8 px) more is used: one probe can
+miss the worst place of the frame (shipped weights on a simulated 488x488
+movie: 5.4e-5 on the probe at 56 px, but 1.3e-3 somewhere in the tiled frame;
+the change falls about tenfold per 8 px). None below the receptive field ->
+the receptive field. The probe runs in float32, whatever precision the movie runs in, so
 that it measures the context and nothing else.
 """
 
@@ -34,7 +37,7 @@ import torch
 
 from .tiling import ALIGN, parse_margin
 
-__all__ = ["MARGIN_TOL", "PROBE_CORE", "CANDIDATES", "MarginCheck", "parse_margin", "measure_margin"]
+__all__ = ["MARGIN_TOL", "PROBE_CORE", "CANDIDATES", "SAFETY_PX", "MarginCheck", "parse_margin", "measure_margin"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ MARGIN_TOL = 1e-4
 PROBE_CORE = 64
 #: Margins tried, smallest first (multiples of the network's stride).
 CANDIDATES = (32, 40, 48, 56, 64, 80, 96, 128)
+#: Added to the smallest margin that passes on the probe (one stride): the probe is one place of the frame.
+SAFETY_PX = ALIGN
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,8 @@ class MarginCheck:
         ``'measured'`` (on the movie), ``'receptive field'`` (the exact
         bound) or ``'explicit'`` (given by the caller).
     max_dp : float
-        Largest change of a probability on the probe at ``margin`` (NaN when
-        nothing was measured).
+        Largest change of a probability on the probe at the smallest margin
+        that passed, ``margin - SAFETY_PX`` (NaN when nothing was measured).
     tried : dict
         ``{margin: max_dp}`` for every candidate run.
     note : str
@@ -112,8 +117,9 @@ def measure_margin(
     Returns
     -------
     MarginCheck
-        ``source='receptive field'`` when the frame is too small for a probe
-        or no candidate passes.
+        The smallest passing candidate plus :data:`SAFETY_PX` (at most
+        ``exact``); ``source='receptive field'`` when the frame is too small
+        for a probe or no candidate passes.
     """
     h, w = (int(s) for s in frame)
     side = core + 2 * exact
@@ -132,7 +138,11 @@ def measure_margin(
             tried[m] = float((p - ref).abs().max())
             logger.debug("tile margin %d px: max |dp| %.2e on the probe", m, tried[m])
             if tried[m] <= tol:
-                note = f"measured on the movie: max |dp| {tried[m]:.1e} <= {tol:.0e} at {m} px (probe {side} px)"
-                return MarginCheck(m, "measured", tried[m], tried, note)
+                margin = min(m + SAFETY_PX, exact)
+                note = (
+                    f"measured on the movie: max |dp| {tried[m]:.1e} <= {tol:.0e} at {m} px on a {side}-px probe, "
+                    f"+{margin - m} px of safety"
+                )
+                return MarginCheck(margin, "measured", tried[m], tried, note)
     note = f"no margin below the receptive field kept max |dp| <= {tol:.0e} on the movie"
     return MarginCheck(exact, "receptive field", 0.0, tried, note)

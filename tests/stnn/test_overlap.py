@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from datasets.errors import InputError
 from stnn import tiling
 from stnn.cli import main
-from stnn.overlap import MARGIN_TOL, measure_margin, parse_margin
+from stnn.overlap import MARGIN_TOL, SAFETY_PX, measure_margin, parse_margin
 from stnn.tune import f1_score
 
 
@@ -34,15 +34,20 @@ def _load(data):
     return lambda rows, cols: data[..., rows, cols]
 
 
-@pytest.mark.parametrize(("radius", "expected"), [(20, 32), (45, 48), (70, 80)])
-def test_the_smallest_margin_that_covers_the_reach_is_chosen(data, radius, expected):
+@pytest.mark.parametrize(("radius", "passing"), [(20, 32), (45, 48), (70, 80)])
+def test_the_smallest_margin_that_covers_the_reach_plus_one_stride_is_chosen(data, radius, passing):
     check = measure_margin(_box(radius), _load(data), (520, 520), exact=168)
-    assert check.source == "measured" and check.margin == expected
-    assert check.tried[expected] <= MARGIN_TOL
-    # Every smaller candidate cut the box and was refused; nothing beyond the chosen one ran.
-    assert all(v > MARGIN_TOL for m, v in check.tried.items() if m < expected)
-    assert max(check.tried) == expected
-    assert "measured on the movie" in check.note
+    assert check.source == "measured" and check.margin == passing + SAFETY_PX
+    assert check.tried[passing] <= MARGIN_TOL and check.max_dp == check.tried[passing]
+    # Every smaller candidate cut the box and was refused; nothing beyond the passing one ran.
+    assert all(v > MARGIN_TOL for m, v in check.tried.items() if m < passing)
+    assert max(check.tried) == passing
+    assert "measured on the movie" in check.note and "+8 px of safety" in check.note
+
+
+def test_the_safety_step_never_passes_the_receptive_field(data):
+    check = measure_margin(_box(20), _load(data), (520, 520), exact=40, candidates=(32,))
+    assert check.source == "measured" and check.margin == 40
 
 
 def test_a_reach_beyond_every_candidate_keeps_the_receptive_field(data):
