@@ -35,7 +35,6 @@ Timings: ``init_s`` loads the model; ``process_s`` covers the mean image
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,7 +44,7 @@ import numpy as np
 
 from datasets.errors import InputError
 from datasets.records import Recording
-from methods.base import Method, Segmentation
+from methods.base import Method, Segmentation, load_stage, save_stage
 from methods.params import Param, check_settings
 
 __all__ = ["UNet2DS", "WEIGHTS", "TRAIN_COMMAND"]
@@ -145,13 +144,11 @@ class UNet2DS(Method):
         summary, n_frames = summary_image(recording.movie)
         prob = predict_probability(model, summary, p["device"])
         process_s = time.perf_counter() - t1
-        out.mkdir(parents=True, exist_ok=True)
-        np.save(out / "probability.npy", prob.astype(np.float32))
         info = {"init_s": init_s, "process_s": process_s, "n_frames": n_frames, "weights": path.name,
                 "weights_created": meta.get("created", ""),
                 "threshold": float(meta.get("threshold", _FALLBACK_THRESHOLD)),
                 "min_area_um2": float(meta.get("min_area_um2", _FALLBACK_MIN_AREA_UM2))}
-        (out / "stage.json").write_text(json.dumps(info))
+        save_stage(out, info, {"probability": prob.astype(np.float32)})
         return info
 
     def finish(self, recording: Recording, params: dict[str, Any], stage: Path) -> Segmentation:
@@ -159,11 +156,10 @@ class UNet2DS(Method):
         from methods.unet2ds.core import probability_to_masks
 
         p = self.check_params(recording, params)
-        try:
-            info = json.loads((stage / "stage.json").read_text())
-            prob = np.load(stage / "probability.npy")
-        except (OSError, ValueError) as exc:
-            raise InputError(f"unreadable UNet2DS stage ({type(exc).__name__}: {exc})", path=stage) from exc
+        info, arrays = load_stage(stage, "UNet2DS")
+        if "probability" not in arrays:
+            raise InputError("unreadable UNet2DS stage (no probability map in stage.npz)", path=stage)
+        prob = arrays["probability"]
         # None: the values tuned with the weights (on their training recordings).
         for key in ("threshold", "min_area_um2"):
             if p[key] is None:
