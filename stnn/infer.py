@@ -59,11 +59,20 @@ from datasets.records import Recording
 
 from .fuse import inference_copy
 from .model import STNeuroNet
-from .overlap import measure_margin, parse_margin
+from .overlap import measure_margin
 from .postprocess import PostprocessConfig, postprocess
 from .precision import PRECISIONS, precision_name, resolve_precision
 from .preprocess import PreprocessConfig, RunningMoments, crop_slices, preprocess
-from .tiling import TilePlan, line_minima, pad_like_frame, plan_tiles, read_region, run_tiled, with_margin
+from .tiling import (
+    TilePlan,
+    line_minima,
+    pad_like_frame,
+    parse_margin,
+    plan_tiles,
+    read_region,
+    run_tiled,
+    with_margin,
+)
 
 __all__ = [
     "Timings",
@@ -558,6 +567,9 @@ def probability_maps(
     if plan.tiled and plan.margin_source == "receptive field" and margin == "auto":
         net32 = net if dtype == torch.float32 else None
         plan = _measured_margin(plan, prep, model, net32, dev, starts[0], batch_frames)
+    if plan.tiled:
+        # Logged once the margin is final (a measured margin re-cuts the plan).
+        logger.info("%d tiles of %d px (margin %d px): %s", len(plan.tiles), plan.tile, plan.margin, plan.reason)
     timings.tile, timings.n_tiles, timings.tile_margin = plan.tile, len(plan.tiles), plan.margin
     timings.tile_source = f"{plan.source}: {plan.reason}"
     timings.tile_margin_source = f"{plan.margin_source}: {plan.margin_note}" if plan.margin_note else plan.margin_source
@@ -640,9 +652,7 @@ def _measured_margin(
     logger.info("tile margin %d px (%s, %.1f s)", check.margin, check.note, time.perf_counter() - t0)
     if check.source != "measured":
         return replace(plan, margin_note=check.note)
-    plan = with_margin(plan, check.margin, check.source, check.note)
-    logger.info("%d tiles of %d px (margin %d px)", len(plan.tiles), plan.tile, plan.margin)
-    return plan
+    return with_margin(plan, check.margin, check.source, check.note)
 
 
 def postprocess_for(
@@ -741,8 +751,6 @@ def probability_stage(
         amp=amp,
         margin=margin,
     )
-    if plan.tile:
-        logger.info("%d tiles of %d px (margin %d px): %s", len(plan.tiles), plan.tile, plan.margin, plan.reason)
     if tile is not None:
         chunk = min(chunk, plan.preprocess_chunk)  # whole frames: fewer per step when they are large
 

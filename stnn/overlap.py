@@ -35,9 +35,9 @@ from typing import Any
 
 import torch
 
-from .tiling import ALIGN, parse_margin
+from .tiling import ALIGN
 
-__all__ = ["MARGIN_TOL", "PROBE_CORE", "CANDIDATES", "SAFETY_PX", "MarginCheck", "parse_margin", "measure_margin"]
+__all__ = ["MARGIN_TOL", "PROBE_CORE", "CANDIDATES", "SAFETY_PX", "MarginCheck", "measure_margin"]
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from datasets.errors import InputError
 from stnn import tiling
 from stnn.cli import main
-from stnn.overlap import MARGIN_TOL, SAFETY_PX, measure_margin, parse_margin
+from stnn.overlap import MARGIN_TOL, SAFETY_PX, measure_margin
+from stnn.tiling import parse_margin
 from stnn.tune import f1_score
 
 
