@@ -50,6 +50,10 @@ class FieldOfView:
         Vignetting x vessel transmission (multiplies everything).
     vessels : ndarray of bool, (H, W)
         Pixels inside a blood vessel.
+    focal_offsets : ndarray, (N,)
+        Depth at which the focal plane cuts each soma, in soma radii
+        (``SimulationParams.focal_offset_max``): its nucleus shows where
+        ``|offset| < nucleus_fraction``.
     """
 
     masks: Masks
@@ -60,6 +64,7 @@ class FieldOfView:
     background: np.ndarray
     gain: np.ndarray
     vessels: np.ndarray
+    focal_offsets: np.ndarray
 
     @property
     def n_somata(self) -> int:
@@ -373,4 +378,5 @@ def build_field_of_view(p: SimulationParams, seed: int) -> FieldOfView:
         background=background,
         gain=gain,
         vessels=(clearance < 0),
+        focal_offsets=g["dz"],
     )

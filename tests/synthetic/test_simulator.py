@@ -62,14 +62,15 @@ def test_soma_size_shape_and_nucleus():
 def test_focal_depth_shows_the_nucleus_only_where_the_plane_crosses_it():
     p = TINY_PARAMS.replace(soma_density_per_mm2=6000.0)
     fov, ratios = _centre_ratios(p, 5)
-    dz = np.random.default_rng([5, 0, 1]).uniform(-1.0, 1.0, fov.n_somata)  # the simulator's own stream
+    dz = fov.focal_offsets
+    assert dz.shape == (fov.n_somata,) and np.abs(dz).max() <= p.focal_offset_max
     crossed = np.abs(dz) < 0.5 * p.nucleus_fraction  # near the middle: a clear dark nucleus
     missed = np.abs(dz) > 1.15 * p.nucleus_fraction  # beyond the largest nucleus: none
     assert crossed.sum() >= 3 and missed.sum() >= 3
     assert np.median(ratios[crossed]) < 0.6 and ratios[missed].min() > 0.8
     # The offsets come from their own stream: masks and placement are those of the middle cut.
     flat, _ = _centre_ratios(p.replace(focal_offset_max=0.0), 5)
-    assert np.array_equal(flat.masks.to_dense(), fov.masks.to_dense())
+    assert np.array_equal(flat.masks.to_dense(), fov.masks.to_dense()) and not flat.focal_offsets.any()
 
 
 def test_overlapping_pairs_exist():
