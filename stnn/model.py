@@ -47,7 +47,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tf_compat import avg_pool_same, conv_same, legacy_resize_indices, resize_linear_legacy
+from .dropout import Dropout
+from .polyphase import polyphase_conv
+from .resize import axis_indices, resize
+from .tf_compat import avg_pool_same, conv_same, same_padding
 
 __all__ = [
     "STNeuroNet",
@@ -148,12 +151,22 @@ class ConvBNAct(nn.Module):
         self.bn = TFBatchNorm3d(c_out)
         self.stride = stride
         self.relu = relu
-        self.dropout = nn.Dropout(dropout) if dropout else None
+        self.dropout = Dropout(dropout) if dropout else None
         self.tf_compat = False
+
+    def _same_before(self, x: torch.Tensor) -> tuple[int, ...]:
+        """Padding at the start of each axis that :func:`~stnn.tf_compat.conv_same` applies."""
+        ksize = self.conv.weight.shape[2:]
+        if not self.tf_compat:
+            return tuple(k // 2 for k in ksize)
+        return tuple(same_padding(n, k, self.stride)[0] for n, k in zip(x.shape[2:], ksize))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         # conv.bias is None except in a copy made by fuse_batchnorm (BN folded in, bn = Identity).
-        x = conv_same(x, self.conv.weight, self.conv.bias, self.stride, self.tf_compat)
+        if self.stride == 2 and self.conv.in_channels == 1 and x.dtype == torch.bfloat16 and x.device.type == "cpu":
+            x = polyphase_conv(x, self.conv.weight, self.conv.bias, self._same_before(x))
+        else:
+            x = conv_same(x, self.conv.weight, self.conv.bias, self.stride, self.tf_compat)
         dtype = x.dtype
         x = self.bn(x)
         if self.relu:
@@ -252,24 +265,6 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = 8, mode: str = "minimum", d
         reps[dim] = extra
         x = torch.cat([x, fill.repeat(reps)], dim=dim)
     return x
-
-
-def _linear_indices(
-    in_size: int, out_size: int, device: torch.device, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Source indices and upper weight of ``F.interpolate(linear, align_corners=False)`` along one axis.
-
-    PyTorch's rule: ``src = max((dst + 0.5) * in / out - 0.5, 0)``, lower
-    neighbour ``floor(src)``, upper one clamped to the last index.
-    """
-    src = ((torch.arange(out_size, dtype=torch.float64, device=device) + 0.5) * (in_size / out_size) - 0.5).clamp_(
-        min=0.0
-    )
-    lo = torch.floor(src).clamp_(max=in_size - 1)
-    frac = (src - lo).to(dtype)
-    lo = lo.to(torch.int64)
-    hi = torch.clamp(lo + 1, max=in_size - 1)
-    return lo, hi, frac
 
 
 class STNeuroNet(nn.Module):
@@ -372,12 +367,7 @@ class STNeuroNet(nn.Module):
 
     # -- forward -------------------------------------------------------------------
     def _resize(self, x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-        if tuple(x.shape[2:]) == tuple(size):
-            return x
-        if self._tf_compat:
-            return resize_linear_legacy(x, size)
-        mode = {3: "linear", 4: "bilinear", 5: "trilinear"}[x.dim()]
-        return F.interpolate(x, size=size, mode=mode, align_corners=False)
+        return resize(x, size, self._tf_compat)
 
     def _half_resolution(self, x: torch.Tensor) -> torch.Tensor:
         """A..G: ``(N, 1, T, H, W)`` -> fused features ``(N, 10, T/2, H/2, W/2)`` in float32.
@@ -414,33 +404,86 @@ class STNeuroNet(nn.Module):
         """
         return self._resize(self._half_resolution(x), tuple(x.shape[2:]))
 
-    def _upsampled_time_max(self, g: torch.Tensor, size: tuple[int, int, int], t0: int) -> torch.Tensor:
+    def _axis_indices(
+        self, in_size: int, out_size: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(lo, hi, frac)`` of the linear resize along one axis, in this network's numerics."""
+        return axis_indices(in_size, out_size, device, dtype, self._tf_compat)
+
+    def _upsampled_time_max(
+        self, g: torch.Tensor, size: tuple[int, int, int], t0: int, return_index: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``features(x)[:, :, :t0].amax(2)`` from the half-resolution ``g``, a few frames at a time.
 
         The (tri)linear resize is separable, so each output frame is a linear
         blend of two input frames followed by a 2-D resize; computing a few
         output frames at a time and keeping a running maximum never holds the
         full-resolution ``(N, 10, T, H, W)`` volume (1.1 GB for a 120-frame
-        488x488 window) and skips the padded frames past ``t0``.
+        488x488 window) and skips the padded frames past ``t0``. With
+        ``return_index`` the winning output frame of every pixel (the first
+        one on ties) is returned too.
         """
         n, c, t_in = g.shape[:3]
         t_out, h_out, w_out = size
-        if self._tf_compat:
-            lo, hi, frac = legacy_resize_indices(t_in, t_out, device=g.device, dtype=g.dtype)
-        else:
-            lo, hi, frac = _linear_indices(t_in, t_out, g.device, g.dtype)
+        lo, hi, frac = self._axis_indices(t_in, t_out, g.device, g.dtype)
         frames = g.transpose(1, 2).contiguous()  # (N, T/2, C, h, w): frame blocks are contiguous
         step = max(1, (1 << 24) // max(n * c * h_out * w_out, 1))
-        out = None
+        out = index = None
         for j0 in range(0, t0, step):
             j1 = min(j0 + step, t0)
             f = frac[j0:j1].view(1, -1, 1, 1, 1)
             blend = torch.lerp(frames.index_select(1, lo[j0:j1]), frames.index_select(1, hi[j0:j1]), f)
             k = j1 - j0
-            up = self._resize(blend.reshape(n * k, c, *blend.shape[3:]), (h_out, w_out))
-            m = up.view(n, k, c, h_out, w_out).amax(dim=1)
-            out = m if out is None else torch.maximum(out, m, out=out)
-        return out
+            # One channel per image: with ten channels of small frames F.interpolate's CPU
+            # kernel takes a channels-last path and copies its output back, 3.5x slower.
+            up = self._resize(blend.reshape(n * k * c, 1, *blend.shape[3:]), (h_out, w_out))
+            up = up.view(n, k, c, h_out, w_out)
+            if not return_index:
+                m = up.amax(dim=1)
+                out = m if out is None else torch.maximum(out, m, out=out)
+                continue
+            m, arg = up.max(dim=1)
+            arg += j0
+            if out is None:
+                out, index = m, arg
+            else:
+                better = m > out
+                out = torch.where(better, m, out)
+                index = torch.where(better, arg, index)
+        return (out, index) if return_index else out
+
+    def _time_max_through_winner(self, g: torch.Tensor, size: tuple[int, int, int], t0: int) -> torch.Tensor:
+        """Differentiable ``features(x)[:, :, :t0].amax(2)`` that never builds the full-resolution volume.
+
+        The maximum's gradient reaches only the frame that wins it, and that
+        frame is a trilinear blend of eight entries of ``g``. So the winner of
+        every output pixel is found without autograd (:meth:`_upsampled_time_max`)
+        and the maximum is rebuilt from those eight entries with autograd.
+        The value equals the plain form's up to rounding and the gradient
+        equals it wherever the maximum is unique (``amax`` splits the gradient
+        of exact ties, this gives it to the first). Training spent a fifth of
+        each step resizing the ``(N, 10, T, H, W)`` volume, taking its
+        maximum and back-propagating both.
+        """
+        n, c, t_in, h_in, w_in = g.shape
+        t_out, h_out, w_out = size
+        with torch.no_grad():
+            _, win = self._upsampled_time_max(g.detach(), size, t0, return_index=True)
+        lo_t, hi_t, f_t = self._axis_indices(t_in, t_out, g.device, g.dtype)
+        lo_h, hi_h, f_h = self._axis_indices(h_in, h_out, g.device, g.dtype)
+        lo_w, hi_w, f_w = self._axis_indices(w_in, w_out, g.device, g.dtype)
+        flat = g.reshape(n, c, t_in * h_in * w_in)
+
+        def at(frame: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+            where = (frame * h_in + rows.view(-1, 1)) * w_in + cols.view(1, -1)
+            return flat.gather(2, where.reshape(n, c, -1)).view(n, c, h_out, w_out)
+
+        def plane(frame: torch.Tensor) -> torch.Tensor:
+            top = torch.lerp(at(frame, lo_h, lo_w), at(frame, lo_h, hi_w), f_w)
+            bottom = torch.lerp(at(frame, hi_h, lo_w), at(frame, hi_h, hi_w), f_w)
+            return torch.lerp(top, bottom, f_h.view(-1, 1))
+
+        return torch.lerp(plane(lo_t[win]), plane(hi_t[win]), f_t[win])
 
     def forward(self, x: torch.Tensor, logit_slope: float = 0.0) -> torch.Tensor:
         """Logits of the neuron / background classes.
@@ -463,11 +506,9 @@ class STNeuroNet(nn.Module):
             raise ValueError(f"STNeuroNet expects (N, 1, T, H, W), got shape {tuple(x.shape)}")
         t0, h0, w0 = x.shape[2:]
         xp = pad_to_multiple(x, 8, self.pad_mode)
+        # Padded frames (past t0) never win the temporal max.
         if torch.is_grad_enabled():
-            # Training: the plain form (autograd keeps the volume for the max's backward anyway).
-            feats = self.features(xp)
-            # Padded frames must not win the temporal max: drop them first.
-            m = feats[:, :, :t0].amax(dim=2)
+            m = self._time_max_through_winner(self._half_resolution(xp), tuple(xp.shape[2:]), t0)
         else:
             m = self._upsampled_time_max(self._half_resolution(xp), tuple(xp.shape[2:]), t0)
         m = F.relu(self.conv2d_1(m.to(self.conv2d_1.weight.dtype)))

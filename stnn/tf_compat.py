@@ -31,6 +31,7 @@ __all__ = [
     "conv_same",
     "avg_pool_same",
     "legacy_resize_indices",
+    "source_neighbours",
     "resize_linear_legacy",
 ]
 
@@ -213,7 +214,17 @@ def legacy_resize_indices(
     # TF computes the scale in float32; float64 here gives identical indices
     # for the power-of-two ratios the network uses.
     scale = in_size / out_size
-    src = torch.arange(out_size, dtype=torch.float64, device=device) * scale
+    return source_neighbours(torch.arange(out_size, dtype=torch.float64, device=device) * scale, in_size, dtype)
+
+
+def source_neighbours(
+    src: torch.Tensor, in_size: int, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(lo, hi, frac)`` of linear interpolation at the (non-negative) source coordinates ``src``.
+
+    ``lo = floor(src)`` and ``hi = lo + 1``, both clamped to the last index;
+    ``frac = src - lo`` is the weight of ``hi``, in ``dtype``.
+    """
     lo = torch.floor(src).clamp_(max=in_size - 1)
     frac = (src - lo).to(dtype)
     lo = lo.to(torch.int64)
