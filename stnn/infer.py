@@ -3,12 +3,14 @@
 Pipeline (paper Part A, "Inference and post-processing"; spec Part B section 4):
 
 1. pre-process the movie chunk by chunk (:func:`stnn.preprocess.preprocess`:
-   crop, bin to ~6 Hz, homomorphic filter, SD normalisation) into a float32
-   file in a temporary folder, so memory does not grow with the number of
-   frames (plain file reads and writes, not a memory map: the pages of a
-   written memory map count towards the process's resident memory);
+   crop, bin to ~6 Hz, homomorphic filter) into a float32 file in a
+   temporary folder, so memory does not grow with the number of frames
+   (plain file reads and writes, not a memory map: the pages of a written
+   memory map count towards the process's resident memory);
 2. whiten (NiftyNet sample whitening, ``(v - mean) / std`` over the whole
-   pre-processed movie; the statistics come from one streaming pass);
+   pre-processed movie) each window as it is read, with statistics measured
+   during step 1; the SD normalisation, an affine map that whitening undoes,
+   is folded into them (:func:`prepare_movie`);
 3. cut the binned movie into non-overlapping windows of ``batch_frames``
    (120) frames over the whole field of view; several windows go through the
    network per forward batch; each window gives one probability map;
@@ -62,7 +64,7 @@ from .model import STNeuroNet
 from .overlap import measure_margin
 from .postprocess import PostprocessConfig, postprocess
 from .precision import PRECISIONS, precision_name, resolve_precision
-from .preprocess import PreprocessConfig, RunningMoments, crop_slices, preprocess
+from .preprocess import PreprocessConfig, RunningMoments, crop_slices, normalisation, preprocess
 from .tiling import (
     TilePlan,
     line_minima,
@@ -420,6 +422,15 @@ def prepare_movie(
 ) -> PreparedMovie:
     """Pre-process ``movie`` into ``workdir/preprocessed.f32`` and measure whitening statistics.
 
+    One pass: the file holds the filtered movie *before* normalisation, and
+    the whitening statistics come from the moments measured on the device
+    while filtering. Whitening is invariant to the normalisation's affine
+    map, so windows whitened from these frames equal those of the
+    normalised movie up to rounding, without the normalisation pass (a
+    read and a write of the whole movie) and the statistics pass (another
+    read) that this function used to make; ``mean``, ``std`` and ``minimum``
+    are in the file's units.
+
     Raises
     ------
     InputError
@@ -442,19 +453,16 @@ def prepare_movie(
             hint="use a longer movie or check --fps",
         )
     frames = DiskFrames(Path(workdir) / "preprocessed.f32", (n_bin, hc, wc))
-    preprocess(arr, config, device=device, chunk=chunk, out=frames)
     moments = RunningMoments()
-    minimum = math.inf
-    for b0 in range(0, n_bin, chunk):
-        block = frames[b0 : b0 + chunk]
-        if not np.isfinite(block).all():
-            raise InputError("the pre-processed movie has non-finite values (overflow in the input?)")
-        moments.update(block)
-        minimum = min(minimum, float(block.min()))
-    std = moments.std(ddof=0)
+    preprocess(arr, replace(config, normalize=False), device=device, chunk=chunk, out=frames, moments_out=moments)
+    if not moments.finite():
+        raise InputError("the pre-processed movie has non-finite values (overflow in the input?)")
+    _, sd = normalisation(config, moments) if config.normalize else (0.0, 1.0)
+    # NiftyNet's floor of the whitening SD (1e-5) applies in the normalised units.
+    std = moments.std(ddof=0) / sd
     if not (std > 0 and math.isfinite(std)):
         raise InputError("the pre-processed movie has zero variance, so it cannot be whitened")
-    return PreparedMovie(frames, moments.mean, max(std, 1e-5), minimum, rows, cols, (h, w))
+    return PreparedMovie(frames, moments.mean, sd * max(std, 1e-5), moments.minimum, rows, cols, (h, w))
 
 
 def _load_windows(

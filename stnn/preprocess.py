@@ -43,6 +43,7 @@ __all__ = [
     "gaussian_blur",
     "homomorphic_filter",
     "RunningMoments",
+    "normalisation",
     "whiten",
     "iter_frame_chunks",
 ]
@@ -341,40 +342,70 @@ def homomorphic_filter(frames: torch.Tensor, sigma: float, truncate: float = 2.0
 
 
 class RunningMoments:
-    """Streaming mean and variance over many chunks (Chan et al. pairwise update, float64)."""
+    """Streaming mean, variance and minimum over many chunks (Chan et al. pairwise update, float64)."""
 
     def __init__(self) -> None:
         self.n = 0
         self.mean = 0.0
         self.m2 = 0.0
+        self.minimum = math.inf
 
     def update(self, values: torch.Tensor | np.ndarray) -> None:
         """Add every element of ``values``."""
         if isinstance(values, torch.Tensor):
-            v = values.detach().to(torch.float64)
+            v = values.detach()
             n_b = v.numel()
             if n_b == 0:
                 return
-            mean_b = float(v.mean())
-            m2_b = float(((v - mean_b) ** 2).sum())
+            var_b, mean_b = torch.var_mean(v.to(torch.float64), correction=0)
+            mean_b, m2_b, min_b = float(mean_b), float(var_b) * n_b, float(v.amin())
         else:
-            v = np.asarray(values, dtype=np.float64)
+            v = np.asarray(values)
             n_b = v.size
             if n_b == 0:
                 return
-            mean_b = float(v.mean())
-            m2_b = float(((v - mean_b) ** 2).sum())
+            v64 = v.astype(np.float64, copy=False)
+            mean_b = float(v64.mean())
+            m2_b = float(((v64 - mean_b) ** 2).sum())
+            min_b = float(v.min())
         n = self.n + n_b
         delta = mean_b - self.mean
         self.mean += delta * n_b / n
         self.m2 += m2_b + delta * delta * self.n * n_b / n
+        self.minimum = min(self.minimum, min_b)
         self.n = n
+
+    def finite(self) -> bool:
+        """Whether every value added so far was finite (an inf or NaN poisons the sums)."""
+        return math.isfinite(self.mean) and math.isfinite(self.m2) and math.isfinite(self.minimum)
 
     def std(self, ddof: int = 1) -> float:
         """Standard deviation with ``ddof`` (1: sample SD, as MATLAB ``std``)."""
         if self.n - ddof <= 0:
             return float("nan")
         return math.sqrt(max(self.m2, 0.0) / (self.n - ddof))
+
+
+def normalisation(config: PreprocessConfig, moments: RunningMoments) -> tuple[float, float]:
+    """``(offset, sd)`` of the final step of :func:`preprocess`: ``(v - offset) / sd``.
+
+    ``sd`` is ``config.norm_sd`` or the sample SD in ``moments`` (those of
+    the filtered, not yet normalised movie).
+
+    Raises
+    ------
+    InputError
+        The measured SD is zero (a constant movie leaves float rounding
+        noise, hence the relative test) or not finite.
+    """
+    if config.norm_sd is not None:
+        return float(config.norm_offset), float(config.norm_sd)
+    sd = moments.std(ddof=1)
+    if not (math.isfinite(sd) and sd > 1e-7 * abs(moments.mean) and sd > 0):
+        raise InputError(
+            "the pre-processed movie has zero variance (constant frames?), so it cannot be normalised by its SD"
+        )
+    return float(config.norm_offset), sd
 
 
 def whiten(volume: np.ndarray | torch.Tensor, min_std: float = 1e-5) -> np.ndarray | torch.Tensor:
@@ -449,6 +480,7 @@ def preprocess(
     device: torch.device | str | None = None,
     chunk: int = 32,
     out: Any = None,
+    moments_out: RunningMoments | None = None,
 ) -> np.ndarray:
     """Run the STNeuroNet pre-processing on a ``(T, H, W)`` movie, streaming over frames.
 
@@ -469,6 +501,11 @@ def preprocess(
         Preallocated ``(T_binned, H', W')`` float32 destination supporting
         slice assignment (e.g. ``np.memmap``, h5py dataset) for videos that do
         not fit in memory. The normalisation pass re-reads it chunk by chunk.
+    moments_out : RunningMoments, optional
+        Filled with the moments and minimum of the output *before*
+        normalisation, measured on the device during the filtering pass (a
+        caller that whitens afterwards needs no pass of its own, and can skip
+        normalisation altogether: whitening undoes any affine scaling).
 
     Returns
     -------
@@ -501,7 +538,7 @@ def preprocess(
     elif tuple(out.shape) != (t_out, h_out, w_out):
         raise InputError(f"out has shape {tuple(out.shape)}, expected {(t_out, h_out, w_out)}")
 
-    moments = RunningMoments()
+    moments = moments_out if moments_out is not None else RunningMoments()
     raw_chunk = max(int(chunk), 1) * factor
     for start, raw in iter_frame_chunks(movie, raw_chunk, rows, cols, n_frames=t_out * factor):
         if raw.dtype.kind in "fc" and not np.isfinite(raw).all():
@@ -518,24 +555,16 @@ def preprocess(
                     hint="pass raw fluorescence (photon counts), not a baseline-subtracted movie",
                 )
             frames = homomorphic_filter(frames, cfg.sigma_px, cfg.truncate)
-        if cfg.normalize and cfg.norm_sd is None:
+        if (cfg.normalize and cfg.norm_sd is None) or moments_out is not None:
             moments.update(frames)
         b0 = start // factor
         out[b0 : b0 + frames.shape[0]] = frames.cpu().numpy()
 
     if cfg.normalize:
-        if cfg.norm_sd is None:
-            sd = moments.std(ddof=1)
-            # Relative test: a constant movie leaves float rounding noise, not exactly 0.
-            if not (math.isfinite(sd) and sd > 1e-7 * abs(moments.mean) and sd > 0):
-                raise InputError(
-                    "the pre-processed movie has zero variance (constant frames?), so it cannot be normalised by its SD"
-                )
-        else:
-            sd = float(cfg.norm_sd)
-        logger.debug("normalising by SD %.6g (offset %.6g)", sd, cfg.norm_offset)
+        offset, sd = normalisation(cfg, moments)
+        logger.debug("normalising by SD %.6g (offset %.6g)", sd, offset)
         for b0 in range(0, t_out, max(int(chunk), 1)):
             b1 = min(b0 + max(int(chunk), 1), t_out)
             block = np.asarray(out[b0:b1], dtype=np.float32)
-            out[b0:b1] = ((block - cfg.norm_offset) / sd).astype(np.float32)
+            out[b0:b1] = ((block - offset) / sd).astype(np.float32)
     return out

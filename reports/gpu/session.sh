@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything the suite measures on a GPU, in one time-boxed run (a lent GPU machine gives ~10 minutes):
 #   1. generate the `synthetic` data set,
-#   2. `stnn perf` on CUDA at 488x488 (network and whole pipeline, binned frames/s),
+#   2. `stnn perf` on CUDA at 488x488 (network and whole pipeline, binned frames/s, a host-side profile) and the
+#      training step at the paper's crops,
 #   3. train the shipped STNeuroNet weights with the paper's schedule (144x144x120 crops, batch 3, Adam 5e-4)
 #      for as many iterations as the time box allows, threshold and minimum area tuned on the training split,
 #      a learning curve on the test split (validation F1 every N iterations),
@@ -34,6 +35,11 @@ python3 -m stnn perf --size 488 --frames 1200 --device cuda --windows-per-batch 
 tail -3 "$OUT/perf.log"; cat "$OUT/perf-cuda-488.json"
 python3 -m stnn perf --size 488 --frames 1200 --device cuda --windows-per-batch 4 --precision fp32 --json \
   > "$OUT/perf-cuda-488-fp32.json" 2>> "$OUT/perf.log"
+# Where the pipeline's time goes on this machine (host side: pre-processing passes, transfers, file I/O).
+timeout 90 python3 -m cProfile -s cumtime -m stnn perf --size 488 --frames 1200 --device cuda --windows-per-batch 4 \
+  2>> "$OUT/perf.log" | head -70 > "$OUT/perf-cuda-488-profile.txt"
+timeout 60 python3 -m stnn perf --train --device cuda --crop 144,144 --json > "$OUT/perf-cuda-train-144.json" \
+  2>> "$OUT/perf.log"
 
 echo "== stream and tiles ($(elapsed) s)"
 python3 - <<'PY'

@@ -117,6 +117,25 @@ def test_bad_inputs(model, movie, kwargs, message):
         segment(movie, model, **args)
 
 
+@pytest.mark.parametrize("norm", [{}, {"norm_sd": 0.05, "norm_offset": 0.3}, {"normalize": False}])
+def test_prepared_windows_equal_the_whitened_normalised_movie(tmp_path, norm):
+    # One pass: the file holds the un-normalised movie, the whitening statistics absorb the normalisation.
+    from dataclasses import replace
+
+    from stnn.infer import _load_windows, default_preprocess_config, prepare_movie
+    from stnn.preprocess import preprocess, whiten
+
+    mov = _movie(40, 16, 20)
+    cfg = replace(default_preprocess_config(6.0, 1.0), **norm)
+    prep = prepare_movie(mov, cfg, tmp_path, device="cpu")
+    ref = whiten(preprocess(mov, cfg, device="cpu").astype(np.float64))
+    windows = _load_windows(prep, [0, 16], 24).numpy()
+    np.testing.assert_allclose(windows[0, 0], ref[0:24], atol=1e-4)
+    np.testing.assert_allclose(windows[1, 0], ref[16:40], atol=1e-4)
+    # The padding value (the movie's minimum) whitens to the whitened movie's minimum.
+    assert (prep.minimum - prep.mean) / prep.std == pytest.approx(float(ref.min()), abs=1e-4)
+
+
 def test_disk_frames_roundtrip(tmp_path):
     d = DiskFrames(tmp_path / "x.f32", (5, 3, 4))
     d[1:3] = np.arange(24, dtype=np.float32).reshape(2, 3, 4)

@@ -166,6 +166,9 @@ def test_running_moments_and_whiten():
         mom.update(part if len(part) % 2 else torch.from_numpy(part))
     assert mom.std(ddof=1) == pytest.approx(data.std(ddof=1), rel=1e-12)
     assert mom.mean == pytest.approx(data.mean(), rel=1e-12)
+    assert mom.minimum == data.min() and mom.finite()
+    mom.update(torch.tensor([np.inf]))
+    assert not mom.finite()
     w = whiten(data.astype(np.float32))
     assert w.dtype == np.float32
     assert w.mean() == pytest.approx(0.0, abs=1e-5) and w.std() == pytest.approx(1.0, rel=1e-5)
