@@ -116,7 +116,7 @@ class STNeuroNetMethod(Method):
         t = stage.timings
         return {
             "init_s": load_s + t.init_s,
-            "process_s": t.preprocess_s + t.network_s,
+            "process_s": t.preprocess_s + t.margin_probe_s + t.network_s,
             "versions": {"stnn-weights": str(p["weights"]), "weights_iterations": getattr(meta, "iterations", None)},
         }
 

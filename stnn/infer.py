@@ -107,9 +107,13 @@ class Timings:
     init_s : float
         Model transfer to the device and prefetching the first batch of
         windows (reported apart, as the paper's initialisation).
+    margin_probe_s : float
+        Measuring the tile margin on the movie (:mod:`stnn.overlap`; 0 when
+        not measured): work on this movie, so part of :attr:`process_s`, not
+        of ``init_s``.
     preprocess_s : float
-        Pre-processing, including reading the raw movie, and the whitening
-        statistics pass.
+        Pre-processing, including reading the raw movie (the whitening
+        statistics are measured during it).
     network_s : float
         Forward passes (and reading the windows after the first batch).
     postprocess_s : float
@@ -140,6 +144,7 @@ class Timings:
     """
 
     init_s: float = 0.0
+    margin_probe_s: float = 0.0
     preprocess_s: float = 0.0
     network_s: float = 0.0
     postprocess_s: float = 0.0
@@ -157,8 +162,8 @@ class Timings:
 
     @property
     def process_s(self) -> float:
-        """Processing time: pre-processing + network + post-processing (initialisation excluded)."""
-        return self.preprocess_s + self.network_s + self.postprocess_s
+        """Processing time: pre-processing + margin probe + network + post-processing (initialisation excluded)."""
+        return self.preprocess_s + self.margin_probe_s + self.network_s + self.postprocess_s
 
     @property
     def fps(self) -> float:
@@ -574,7 +579,9 @@ def probability_maps(
     net = inference_copy(model, dtype, dev)
     if plan.tiled and plan.margin_source == "receptive field" and margin == "auto":
         net32 = net if dtype == torch.float32 else None
+        t_probe = time.perf_counter()
         plan = _measured_margin(plan, prep, model, net32, dev, starts[0], batch_frames)
+        timings.margin_probe_s = time.perf_counter() - t_probe
     if plan.tiled:
         # Logged once the margin is final (a measured margin re-cuts the plan).
         logger.info("%d tiles of %d px (margin %d px): %s", len(plan.tiles), plan.tile, plan.margin, plan.reason)
@@ -587,7 +594,7 @@ def probability_maps(
     clock = {"t1": t0}
 
     def first_batch_read() -> None:
-        timings.init_s += time.perf_counter() - t0
+        timings.init_s += time.perf_counter() - t0 - timings.margin_probe_s
         clock["t1"], clock["c1"] = time.perf_counter(), time.process_time()
 
     def forward(x: torch.Tensor) -> np.ndarray:

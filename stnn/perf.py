@@ -65,6 +65,7 @@ class PerfResult:
     tile_source: str = ""
     tile_margin_source: str = ""
     weights: str = "random"
+    margin_probe_s: float = 0.0
 
     def as_dict(self) -> dict:
         """Plain dict (JSON-ready)."""
@@ -85,7 +86,11 @@ class PerfResult:
             f"  tiles         : "
             + (f"{self.n_tiles} of {self.tile} px, margin {self.tile_margin} px" if self.tile else "none (whole frame)")
             + f" ({self.tile_source})"
-            + (f"\n  tile margin   : {self.tile_margin_source}" if self.tile else "")
+            + (
+                f"\n  tile margin   : {self.tile_margin_source}; probe {self.margin_probe_s:.1f} s (in the pipeline)"
+                if self.tile
+                else ""
+            )
             + f"\n  weights       : {self.weights}"
         )
 
@@ -218,6 +223,7 @@ def perf(
         tile_source=tm.tile_source,
         tile_margin_source=tm.tile_margin_source,
         weights="random" if weights is None else str(weights),
+        margin_probe_s=tm.margin_probe_s,
     )
 
 

@@ -118,5 +118,8 @@ def test_shipped_weights_with_the_measured_margin_equal_untiled_at_488():
     t = tiled.timings
     assert t.tile_margin_source.startswith("measured") and t.tile_margin < 168, t.tile_margin_source
     assert t.n_tiles > 1
+    # The probe is work on this movie: in the pipeline's time, not in the initialisation.
+    assert t.margin_probe_s > 0 and whole.timings.margin_probe_s == 0
+    assert t.process_s == pytest.approx(t.preprocess_s + t.margin_probe_s + t.network_s + t.postprocess_s)
     assert np.abs(tiled.prob_maps - whole.prob_maps).max() <= 1e-3
     assert whole.masks.n > 0 and f1_score(whole.masks, tiled.masks)[2] >= 0.99
