@@ -48,9 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dropout import Dropout
-from .polyphase import polyphase_conv
 from .resize import axis_indices, resize
-from .tf_compat import avg_pool_same, conv_same, same_padding
+from .tf_compat import avg_pool_same, conv_same
 
 __all__ = [
     "STNeuroNet",
@@ -154,19 +153,9 @@ class ConvBNAct(nn.Module):
         self.dropout = Dropout(dropout) if dropout else None
         self.tf_compat = False
 
-    def _same_before(self, x: torch.Tensor) -> tuple[int, ...]:
-        """Padding at the start of each axis that :func:`~stnn.tf_compat.conv_same` applies."""
-        ksize = self.conv.weight.shape[2:]
-        if not self.tf_compat:
-            return tuple(k // 2 for k in ksize)
-        return tuple(same_padding(n, k, self.stride)[0] for n, k in zip(x.shape[2:], ksize))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         # conv.bias is None except in a copy made by fuse_batchnorm (BN folded in, bn = Identity).
-        if self.stride == 2 and self.conv.in_channels == 1 and x.dtype == torch.bfloat16 and x.device.type == "cpu":
-            x = polyphase_conv(x, self.conv.weight, self.conv.bias, self._same_before(x))
-        else:
-            x = conv_same(x, self.conv.weight, self.conv.bias, self.stride, self.tf_compat)
+        x = conv_same(x, self.conv.weight, self.conv.bias, self.stride, self.tf_compat)
         dtype = x.dtype
         x = self.bn(x)
         if self.relu:

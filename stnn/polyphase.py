@@ -9,7 +9,8 @@ channels at half the size; the stride-2 convolution is then a stride-1
 convolution of those channels with the kernel's taps regrouped the same way
 (``ceil(k / 2)`` taps per phase, the missing tap of the odd phase zero). The
 result is the same convolution, only the summation order differs. In
-float32 the direct kernel is faster, so callers use this for bfloat16 only.
+float32 the direct kernel is faster, so :func:`stnn.tf_compat.conv_same` uses
+this for bfloat16 on the CPU only.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ per output cell instead of two, so long axes keep the index form.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -59,9 +59,7 @@ def interpolation_matrix(indices: Indices, in_size: int) -> torch.Tensor:
     return m
 
 
-def resize_by_matmul(
-    x: torch.Tensor, size: Sequence[int], indices: Callable[[int, int], Indices] | None = None
-) -> torch.Tensor:
+def resize_by_matmul(x: torch.Tensor, size: Sequence[int], tf_compat: bool = False) -> torch.Tensor:
     """Linear resize of the spatial axes of ``x`` as one matrix product per axis (differentiable).
 
     Parameters
@@ -70,9 +68,8 @@ def resize_by_matmul(
         ``(N, C, *spatial)``.
     size : sequence of int
         Output spatial size.
-    indices : callable, optional
-        ``indices(in_size, out_size) -> (lo, hi, frac)`` on ``x``'s device
-        (default: PyTorch's rule, :func:`linear_indices`).
+    tf_compat : bool
+        TF-1's legacy coordinates instead of PyTorch's (:func:`axis_indices`).
 
     Returns
     -------
@@ -80,11 +77,6 @@ def resize_by_matmul(
         ``(N, C, *size)`` in ``x``'s dtype (autocast does not apply: a float32
         input is resized in float32).
     """
-    if indices is None:
-
-        def indices(n_in: int, n_out: int) -> Indices:
-            return linear_indices(n_in, n_out, x.device, torch.float64)
-
     nd = x.dim() - 2
     with torch.autocast(x.device.type, enabled=False):
         for axis in range(nd):
@@ -92,7 +84,8 @@ def resize_by_matmul(
             n_in, n_out = x.shape[dim], int(size[axis])
             if n_in == n_out:
                 continue
-            m = interpolation_matrix(indices(n_in, n_out), n_in).to(x.dtype)
+            indices = axis_indices(n_in, n_out, x.device, torch.float64, tf_compat)
+            m = interpolation_matrix(indices, n_in).to(x.dtype)
             shape = list(x.shape)
             if dim == x.dim() - 1:
                 x = (x.reshape(-1, n_in) @ m.T).view(*shape[:-1], n_out)
@@ -125,11 +118,7 @@ def resize(x: torch.Tensor, size: Sequence[int], tf_compat: bool = False) -> tor
     if tuple(x.shape[2:]) == size:
         return x
     if max(x.shape[2:]) <= MATMUL_MAX_AXIS:
-
-        def rule(n_in: int, n_out: int) -> Indices:
-            return axis_indices(n_in, n_out, x.device, torch.float64, tf_compat)
-
-        return resize_by_matmul(x, size, rule)
+        return resize_by_matmul(x, size, tf_compat)
     if tf_compat:
         return resize_linear_legacy(x, size)
     mode = {3: "linear", 4: "bilinear", 5: "trilinear"}[x.dim()]
